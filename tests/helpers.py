@@ -1,0 +1,37 @@
+"""Small helpers shared by tests; none imports detectron2."""
+import importlib.util
+import os
+import subprocess
+import sys
+import unittest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
+requires_detectron2 = unittest.skipUnless(
+    HAS_DETECTRON2, "detectron2 is not installed (install it from source, see README.md)"
+)
+
+
+def run_script(*args, check=True, env=None):
+    """Run a repository script (path relative to the repo) with this Python; returns the result."""
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, args[0]), *map(str, args[1:])],
+        capture_output=True, text=True, env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"{args} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def make_shapes(directory, seed=0, num_train=40, num_val=20, image_size=96):
+    """A small shapes dataset written by the library (same code as datasets/prepare_shapes.py)."""
+    from xpseudo.data.metadata_files import metadata_file
+    from xpseudo.data.split import OvisSplit
+    from xpseudo.data.synthetic_shapes import generate_shapes_dataset
+    from xpseudo.text.vocabulary import Vocabulary
+
+    return generate_shapes_dataset(
+        str(directory), Vocabulary.from_file(metadata_file("shapes_vocabulary.json")),
+        OvisSplit.from_file(metadata_file("shapes_split.json")),
+        seed=seed, num_train=num_train, num_val=num_val, image_size=image_size,
+    )

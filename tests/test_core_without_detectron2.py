@@ -1,0 +1,29 @@
+import subprocess
+import sys
+import unittest
+
+CORE_MODULES = [
+    "xpseudo", "xpseudo.text", "xpseudo.evaluation", "xpseudo.data", "xpseudo.data.split",
+    "xpseudo.data.captions", "xpseudo.data.synthetic_shapes", "xpseudo.utils",
+]
+
+
+class TestCoreWithoutDetectron2(unittest.TestCase):
+    def test_core_modules_do_not_import_detectron2(self):
+        # A fresh interpreter: tests that need detectron2 may have imported it into this one.
+        code = "import sys\n" + "".join(f"import {m}\n" for m in CORE_MODULES) + "print('detectron2' in sys.modules)"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        self.assertEqual(result.stdout.strip(), "False")
+
+    def test_core_imports_with_detectron2_hidden(self):
+        # Simulate a machine without detectron2: a meta-path finder that refuses it.
+        code = (
+            "import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'detectron2' or name.startswith('detectron2.'):\n"
+            "            raise ImportError('detectron2 hidden')\n"
+            "sys.meta_path.insert(0, Block())\n" + "".join(f"import {m}\n" for m in CORE_MODULES) + "print('ok')"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        self.assertEqual(result.stdout.strip(), "ok", result.stderr)

@@ -1,0 +1,146 @@
+"""Register an open-vocabulary instance segmentation dataset with detectron2.
+
+A dataset is COCO instances (masks of the classes it annotates) and/or COCO captions over one image
+folder, plus a base/novel split file. Metadata carries the class list, which classes are base and
+novel, and the files, so that models, evaluators and pseudo-labeling all read the same facts.
+"""
+import logging
+import os
+from typing import Dict, List, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+
+from xpseudo.text.vocabulary import Vocabulary
+from xpseudo.utils.io import InputError
+
+from .captions import load_coco_captions
+from .split import SPLITS, OvisSplit
+
+logger = logging.getLogger(__name__)
+
+# annotation fields beyond detectron2's defaults that pseudo-label files carry
+EXTRA_ANNOTATION_KEYS = ["score", "word"]
+
+
+def register_ovis_dataset(
+    name: str,
+    *,
+    image_root: str,
+    split_file: str,
+    instances_json: Optional[str] = None,
+    captions_json: Optional[str] = None,
+    vocabulary_file: Optional[str] = None,
+    restrict_to: Optional[str] = None,
+    replace: bool = False,
+):
+    """Register ``name`` in DatasetCatalog/MetadataCatalog and return its metadata.
+
+    Args:
+        image_root: folder the ``file_name`` of the JSON files are relative to.
+        split_file: ``{"base": [...], "novel": [...]}``; every class named must be a dataset class.
+        instances_json: COCO instances; its categories are the class list unless ``vocabulary_file``
+            is given (pass it for large files so registration does not read them).
+        captions_json: COCO captions. Alone it makes a caption-only dataset (records with
+            ``captions`` and no annotations); with instances, captions are attached to their images.
+        vocabulary_file: categories (with synonyms) as ``xpseudo.text.Vocabulary`` reads them.
+        restrict_to: "base" or "novel": the constrained setting, where classes and annotations are
+            limited to one split.
+        replace: re-register a name that is registered with other arguments (otherwise an error).
+            Registering again with the same arguments is always harmless.
+    """
+    if instances_json is None and captions_json is None:
+        raise ValueError(f"dataset {name!r}: give instances_json, captions_json or both")
+    if restrict_to not in (None,) + SPLITS:
+        raise ValueError(f"dataset {name!r}: restrict_to must be None, 'base' or 'novel', got {restrict_to!r}")
+    split = OvisSplit.from_file(split_file)
+    if vocabulary_file is not None:
+        vocabulary = Vocabulary.from_file(vocabulary_file)
+    elif instances_json is not None:
+        vocabulary = Vocabulary.from_file(instances_json)
+    else:
+        vocabulary = Vocabulary.from_names(split.names)
+    split.check_classes(vocabulary.names, vocabulary_file or instances_json or split_file)
+    if restrict_to is not None:
+        vocabulary = vocabulary.subset(getattr(split, restrict_to))
+    classes = vocabulary.names
+    metadata = dict(
+        thing_classes=classes,
+        thing_dataset_id_to_contiguous_id={c.id: i for i, c in enumerate(vocabulary)},
+        base_classes=[c for c in classes if c in set(split.base)],
+        novel_classes=[c for c in classes if c in set(split.novel)],
+        base_class_ids=split.class_ids(classes, "base"),
+        novel_class_ids=split.class_ids(classes, "novel"),
+        evaluator_type="ovis" if instances_json else "captions",
+        json_file=instances_json,
+        captions_file=captions_json,
+        image_root=image_root,
+        split_file=split_file,
+        vocabulary_file=vocabulary_file or instances_json,
+        restricted_to=restrict_to,
+    )
+    if name in DatasetCatalog.list():
+        existing = MetadataCatalog.get(name).as_dict()
+        changed = sorted(k for k, v in metadata.items() if existing.get(k) != v)
+        if not changed:
+            return MetadataCatalog.get(name)
+        if not replace:
+            raise ValueError(f"dataset {name!r} is already registered with other {changed}; pass replace=True to re-register")
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    id_map = metadata["thing_dataset_id_to_contiguous_id"]
+    DatasetCatalog.register(
+        name,
+        lambda: load_ovis_dicts(instances_json, captions_json, image_root, id_map, drop_other_classes=restrict_to is not None),
+    )
+    MetadataCatalog.get(name).set(**metadata)
+    return MetadataCatalog.get(name)
+
+
+def load_ovis_dicts(
+    instances_json: Optional[str],
+    captions_json: Optional[str],
+    image_root: str,
+    id_map: Dict[int, int],
+    drop_other_classes: bool = False,
+) -> List[dict]:
+    """detectron2 dataset dicts with contiguous ``category_id`` and, where captions are given, a
+    ``captions`` list per image. Annotations of classes outside ``id_map`` are an error unless
+    ``drop_other_classes`` (the constrained setting)."""
+    captions = {}
+    if captions_json is not None:
+        caption_images, captions = load_coco_captions(captions_json)
+        captions = {k: [c for c in v if c.strip()] for k, v in captions.items()}  # empty captions skipped
+    if instances_json is None:
+        records = [
+            {
+                "file_name": os.path.join(image_root, im["file_name"]),
+                "height": im.get("height"),
+                "width": im.get("width"),
+                "image_id": im["id"],
+                "captions": captions[im["id"]],
+            }
+            for im in caption_images
+            if captions.get(im["id"])
+        ]
+        if not records:
+            raise InputError(captions_json, "no image has a non-empty caption")
+        skipped = len(caption_images) - len(records)
+        if skipped:
+            logger.info(f"{captions_json}: {skipped} images without a non-empty caption skipped")
+        return records
+    records = load_coco_json(instances_json, image_root, None, EXTRA_ANNOTATION_KEYS)
+    for record in records:
+        kept = []
+        for ann in record.get("annotations", []):
+            contiguous = id_map.get(ann["category_id"])
+            if contiguous is None:
+                if drop_other_classes:
+                    continue
+                raise InputError(instances_json, f"an annotation of image {record['image_id']} has category_id {ann['category_id']}, not a class of the dataset")
+            ann["category_id"] = contiguous
+            kept.append(ann)
+        record["annotations"] = kept
+        if captions_json is not None:
+            record["captions"] = captions.get(record["image_id"], [])
+    return records

@@ -1,0 +1,159 @@
+"""COCO AP reported by base/novel split from a single COCOeval pass.
+
+COCOeval evaluates and accumulates each category independently, so the AP of a split is the mean
+of the per-category precision entries of that split's categories: exactly what a second COCOeval
+restricted with ``params.catIds`` would report, without running it again.
+"""
+import contextlib
+import copy
+import io
+import math
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from pycocotools import mask as mask_util
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from xpseudo.data.split import SPLITS, OvisSplit
+from xpseudo.utils.io import InputError, load_json
+
+IOU_TYPES = ("segm", "bbox")
+_FIELD_FOR = {"segm": "segmentation", "bbox": "bbox"}
+
+
+def load_coco_gt(path: str) -> COCO:
+    """pycocotools COCO for a ground-truth file, with errors naming the file."""
+    data = load_json(path, "ground-truth file")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise InputError(path, f"not a COCO instances file: no {key!r} list")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def load_detections(path: str, coco_gt: COCO, iou_type: str, gt_name: str = "the ground truth") -> List[dict]:
+    """Detections from a COCO results list or a COCO instances file whose annotations have a score,
+    checked against the ground truth: every image and category must exist there."""
+    data = load_json(path, "detections file")
+    if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+        detections = data["annotations"]
+    elif isinstance(data, list):
+        detections = data
+    else:
+        raise InputError(path, "expected a COCO results list or a COCO instances file with 'annotations'")
+    return check_detections(detections, coco_gt, iou_type, path, gt_name)
+
+
+def check_detections(detections, coco_gt: COCO, iou_type: str, source: str, gt_name: str) -> List[dict]:
+    """Validated copies of ``detections`` ready for ``COCO.loadRes`` (RLE masks, one box field)."""
+    field = _FIELD_FOR[iou_type]
+    checked = []
+    for i, det in enumerate(detections):
+        if not isinstance(det, dict):
+            raise InputError(source, f"detection {i} is not an object")
+        missing = [k for k in ("image_id", "category_id", "score", field) if k not in det]
+        if missing:
+            raise InputError(source, f"detection {i} lacks {missing} (needed for {iou_type} evaluation)")
+        image = coco_gt.imgs.get(det["image_id"])
+        if image is None:
+            raise InputError(source, f"detection {i}: image_id {det['image_id']} is not an image of {gt_name}")
+        if det["category_id"] not in coco_gt.cats:
+            raise InputError(source, f"detection {i}: category_id {det['category_id']} is not a category of {gt_name}")
+        det = {k: det[k] for k in ("image_id", "category_id", "score", field)}
+        if iou_type == "segm":
+            det["segmentation"] = _as_rle(det["segmentation"], image["height"], image["width"], source, i)
+        checked.append(det)
+    return checked
+
+
+def _as_rle(segmentation, height: int, width: int, source: str, i: int) -> dict:
+    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
+        return segmentation
+    try:
+        if isinstance(segmentation, list):  # polygons
+            return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+        if isinstance(segmentation, dict):  # uncompressed RLE
+            return mask_util.frPyObjects(segmentation, *segmentation["size"])
+    except Exception as e:
+        raise InputError(source, f"detection {i}: unreadable segmentation ({e})") from e
+    raise InputError(source, f"detection {i}: segmentation must be RLE or polygons")
+
+
+def run_cocoeval(coco_gt: COCO, detections: List[dict], iou_type: str, cat_ids: Sequence[int], img_ids=None) -> COCOeval:
+    with contextlib.redirect_stdout(io.StringIO()):
+        if detections:
+            coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
+        else:  # loadRes cannot take an empty list; an empty result set scores 0 wherever there is GT
+            coco_dt = COCO()
+            coco_dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"], "annotations": []}
+            coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, iou_type)
+        evaluator.params.catIds = sorted(cat_ids)
+        if img_ids is not None:
+            evaluator.params.imgIds = sorted(img_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
+
+
+def _mean_precision(precision: np.ndarray) -> float:
+    valid = precision[precision > -1]
+    return float(np.mean(valid)) * 100 if valid.size else float("nan")
+
+
+def evaluate_by_split(
+    coco_gt: COCO,
+    detections: List[dict],
+    split: OvisSplit,
+    iou_type: str = "segm",
+    cat_ids: Optional[Sequence[int]] = None,
+    img_ids: Optional[Sequence[int]] = None,
+) -> Dict[str, float]:
+    """AP, AP50, AP75 (+ APs/m/l, per-class AP) over ``cat_ids`` (default: every GT category), and
+    AP/AP50/AP75 per split, in percent. Keys of a split with no evaluated category are left out.
+    ``img_ids`` restricts the images (default: all of the ground truth).
+
+    ``detections`` must have passed ``check_detections``.
+    """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
+    cat_ids = sorted(coco_gt.getCatIds() if cat_ids is None else cat_ids)
+    evaluator = run_cocoeval(coco_gt, detections, iou_type, cat_ids, img_ids)
+    # precision: [IoU thresholds, recall points, categories, area ranges, max detections]
+    precision = evaluator.eval["precision"][..., -1]  # the largest maxDets (100)
+    iou_thresholds = evaluator.params.iouThrs
+    at50 = int(np.argmin(np.abs(iou_thresholds - 0.5)))
+    at75 = int(np.argmin(np.abs(iou_thresholds - 0.75)))
+
+    def summary(k: Sequence[int], suffix: str) -> Dict[str, float]:
+        p = precision[:, :, k, 0]
+        return {
+            "AP" + suffix: _mean_precision(p),
+            "AP50" + suffix: _mean_precision(p[at50]),
+            "AP75" + suffix: _mean_precision(p[at75]),
+        }
+
+    results = summary(list(range(len(cat_ids))), "")
+    for area_index, area in enumerate(("s", "m", "l"), start=1):
+        results["AP" + area] = _mean_precision(precision[:, :, :, area_index])
+    name_to_k = {coco_gt.cats[c]["name"]: k for k, c in enumerate(cat_ids)}
+    for which in SPLITS:
+        ks = [name_to_k[n] for n in getattr(split, which) if n in name_to_k]
+        if ks:
+            results.update(summary(ks, "_" + which))
+    for name, k in name_to_k.items():
+        results["AP-" + name] = _mean_precision(precision[:, :, k, 0])
+    return results
+
+
+def format_split_table(results: Dict[str, float], iou_type: str) -> str:
+    rows = [f"{iou_type:>6} | {'AP':>6} {'AP50':>6} {'AP75':>6}"]
+    for which, suffix in (("all", ""), ("base", "_base"), ("novel", "_novel")):
+        if "AP" + suffix in results:
+            values = [results[m + suffix] for m in ("AP", "AP50", "AP75")]
+            rows.append(f"{which:>6} | " + " ".join("   nan" if math.isnan(v) else f"{v:6.2f}" for v in values))
+    return "\n".join(rows)

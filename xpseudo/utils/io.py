@@ -1,0 +1,66 @@
+"""Reading user files with errors that name the file and field, and writing files atomically."""
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, Iterator
+
+from iopath.common.file_io import g_pathmgr
+
+
+class InputError(ValueError):
+    """Bad user input. The message names the file and the offending item."""
+
+    def __init__(self, path: str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+def load_json(path: str, what: str = "JSON file") -> Any:
+    """Load a JSON file; a missing file or malformed JSON raises InputError naming the file."""
+    if not g_pathmgr.exists(path):
+        raise InputError(path, f"{what} does not exist")
+    try:
+        with g_pathmgr.open(path, "r") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text ({e.reason})") from e
+
+
+def require_keys(path: str, record: dict, keys, where: str) -> None:
+    """Raise InputError if ``record`` (found at ``where`` in ``path``) lacks any of ``keys``."""
+    if not isinstance(record, dict):
+        raise InputError(path, f"{where} must be an object, got {type(record).__name__}")
+    missing = [k for k in keys if k not in record]
+    if missing:
+        raise InputError(path, f"{where} lacks field(s) {', '.join(repr(k) for k in missing)}")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = "w") -> Iterator:
+    """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    Readers never see a half-written file and an existing ``path`` survives a failure or a kill.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str, obj: Any, **dump_kwargs) -> None:
+    with atomic_write(path) as f:
+        json.dump(obj, f, **dump_kwargs)
