@@ -4,36 +4,42 @@ Importing this module registers them. Category lists, synonyms and splits come f
 in datasets/metadata/, so registration reads no large annotation file.
 """
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 from .metadata_files import metadata_file
 from .ovis_datasets import register_ovis_dataset
+
+def _family(prefix: str, train_images: str, val_images: str, annotations: str, files: Dict[str, str]) -> Dict[str, dict]:
+    """The six datasets of one family; ``files`` names its train_base, train_captions, train_all and
+    val JSON files inside ``annotations``."""
+    path = {key: f"{annotations}/{name}" for key, name in files.items()}
+    return {
+        f"{prefix}_train_base": dict(image_root=train_images, instances_json=path["train_base"]),
+        f"{prefix}_train_captions": dict(image_root=train_images, captions_json=path["train_captions"]),
+        f"{prefix}_train_all": dict(image_root=train_images, instances_json=path["train_all"]),
+        f"{prefix}_val": dict(image_root=val_images, instances_json=path["val"]),
+        f"{prefix}_val_base": dict(image_root=val_images, instances_json=path["val"], restrict_to="base"),
+        f"{prefix}_val_novel": dict(image_root=val_images, instances_json=path["val"], restrict_to="novel"),
+    }
+
 
 # family -> (split file, vocabulary file, {name: dataset arguments relative to the root})
 _BUILTIN = {
     "shapes": (
         "shapes_split.json",
         "shapes_vocabulary.json",
-        {
-            "shapes_train_base": dict(image_root="shapes/images/train", instances_json="shapes/annotations/instances_train_base.json"),
-            "shapes_train_captions": dict(image_root="shapes/images/train", captions_json="shapes/annotations/captions_train.json"),
-            "shapes_train_all": dict(image_root="shapes/images/train", instances_json="shapes/annotations/instances_train_all.json"),
-            "shapes_val": dict(image_root="shapes/images/val", instances_json="shapes/annotations/instances_val.json"),
-            "shapes_val_base": dict(image_root="shapes/images/val", instances_json="shapes/annotations/instances_val.json", restrict_to="base"),
-            "shapes_val_novel": dict(image_root="shapes/images/val", instances_json="shapes/annotations/instances_val.json", restrict_to="novel"),
-        },
+        _family("shapes", "shapes/images/train", "shapes/images/val", "shapes/annotations", dict(
+            train_base="instances_train_base.json", train_captions="captions_train.json",
+            train_all="instances_train_all.json", val="instances_val.json",
+        )),
     ),
     "coco_ovis": (
         "coco_ovis_split.json",
         "coco_ovis_vocabulary.json",
-        {
-            "coco_ovis_train_base": dict(image_root="coco/train2017", instances_json="coco/annotations/ovis/instances_train2017_base.json"),
-            "coco_ovis_train_captions": dict(image_root="coco/train2017", captions_json="coco/annotations/ovis/captions_train2017.json"),
-            "coco_ovis_train_all": dict(image_root="coco/train2017", instances_json="coco/annotations/ovis/instances_train2017_all.json"),
-            "coco_ovis_val": dict(image_root="coco/val2017", instances_json="coco/annotations/ovis/instances_val2017.json"),
-            "coco_ovis_val_base": dict(image_root="coco/val2017", instances_json="coco/annotations/ovis/instances_val2017.json", restrict_to="base"),
-            "coco_ovis_val_novel": dict(image_root="coco/val2017", instances_json="coco/annotations/ovis/instances_val2017.json", restrict_to="novel"),
-        },
+        _family("coco_ovis", "coco/train2017", "coco/val2017", "coco/annotations/ovis", dict(
+            train_base="instances_train2017_base.json", train_captions="captions_train2017.json",
+            train_all="instances_train2017_all.json", val="instances_val2017.json",
+        )),
     ),
 }
 
