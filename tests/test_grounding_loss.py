@@ -1,0 +1,55 @@
+import unittest
+
+import torch
+import torch.nn.functional as F
+
+from xpseudo.modeling.grounding_loss import grounding_loss, image_caption_scores
+
+
+def constructed_batch(seed=0, batch=4, regions=5, words=3, dim=16):
+    """Each image has one region aligned with each of its caption's words, plus clutter."""
+    g = torch.Generator().manual_seed(seed)
+    word_emb = F.normalize(torch.randn(batch, words, dim, generator=g), dim=-1)
+    clutter = torch.randn(batch, regions - words, dim, generator=g)
+    region_emb = F.normalize(torch.cat([word_emb + 0.1 * torch.randn(batch, words, dim, generator=g), clutter], 1), dim=-1)
+    return region_emb, torch.ones(batch, regions, dtype=torch.bool), word_emb, torch.ones(batch, words, dtype=torch.bool)
+
+
+class TestGroundingLoss(unittest.TestCase):
+    def test_matched_pairs_score_lower_loss_than_shuffled(self):
+        regions, region_mask, words, word_mask = constructed_batch()
+        matched = grounding_loss(regions, region_mask, words, word_mask, 0.1)
+        order = torch.tensor([1, 2, 3, 0])
+        shuffled = grounding_loss(regions, region_mask, words[order], word_mask[order], 0.1)
+        self.assertLess(matched.item(), 0.05)
+        self.assertGreater(shuffled.item(), 5.0)
+        scores = image_caption_scores(regions, region_mask, words, word_mask, 0.1)
+        self.assertEqual(scores.shape, (4, 4))
+        self.assertTrue(torch.equal(scores.argmax(1), torch.arange(4)))
+
+    def test_padding_is_ignored(self):
+        regions, region_mask, words, word_mask = constructed_batch(batch=2)
+        base = image_caption_scores(regions, region_mask, words, word_mask, 0.1)
+        padded_regions = torch.cat([regions, torch.randn(2, 3, regions.shape[-1])], 1)
+        padded_words = torch.cat([words, torch.randn(2, 2, words.shape[-1])], 1)
+        region_mask = torch.cat([region_mask, torch.zeros(2, 3, dtype=torch.bool)], 1)
+        word_mask = torch.cat([word_mask, torch.zeros(2, 2, dtype=torch.bool)], 1)
+        torch.testing.assert_close(image_caption_scores(padded_regions, region_mask, padded_words, word_mask, 0.1), base)
+
+    def test_hand_computed_single_pair_score_and_batch_of_one(self):
+        regions = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+        words = torch.tensor([[[1.0, 0.0]]])
+        ones = torch.ones(1, 2, dtype=torch.bool)
+        # word side: softmax([1, 0] / T) . [1, 0]; region side: each region sees the only word.
+        t = 0.5
+        word_side = torch.softmax(torch.tensor([1.0, 0.0]) / t, 0)[0]
+        region_side = (1.0 + 0.0) / 2
+        score = image_caption_scores(regions, ones, words, ones[:, :1], t)
+        torch.testing.assert_close(score, ((word_side + region_side) / 2).reshape(1, 1))
+        self.assertEqual(grounding_loss(regions, ones, words, ones[:, :1], t).item(), 0.0)
+
+    def test_gradients_flow_to_regions(self):
+        regions, region_mask, words, word_mask = constructed_batch()
+        regions = regions.clone().requires_grad_()
+        grounding_loss(regions, region_mask, words[torch.tensor([1, 0, 3, 2])], word_mask, 0.1).backward()
+        self.assertGreater(regions.grad.abs().sum().item(), 0)

@@ -1,0 +1,48 @@
+"""xpseudo's config keys, all under cfg.MODEL.XPM and cfg.XPM."""
+from detectron2.config import CfgNode as CN
+
+
+def add_xpseudo_config(cfg):
+    """Add xpseudo's keys to a detectron2 config (in place)."""
+    cfg.MODEL.XPM = CN()
+    # --- class text embeddings ---
+    # .npy files from tools/dump_text_embeddings.py covering the classes of the datasets used; rows
+    # are picked by class name. Empty: computed at start from each dataset's vocabulary and cached.
+    cfg.MODEL.XPM.TEXT_EMBEDDINGS = ""
+    cfg.MODEL.XPM.TEXT_MODEL = "RN50"  # open_clip model name
+    cfg.MODEL.XPM.TEXT_PRETRAINED = "openai"  # open_clip tag, a local checkpoint, or "none" (random init)
+    cfg.MODEL.XPM.TEXT_SEED = 0  # seed of the random init when TEXT_PRETRAINED is "none"
+    cfg.MODEL.XPM.PROMPTS = ["a photo of a {}."]  # templates averaged per class
+    cfg.MODEL.XPM.AVERAGE_SYNONYMS = False  # average each class name with its synonyms
+    # Where computed embeddings are cached; empty: $XPSEUDO_CACHE or ~/.cache/xpseudo.
+    cfg.MODEL.XPM.EMBEDDING_CACHE_DIR = ""
+    # The text model's embedding size (RN50: 1024, ViT-B-*: 512); checked against the embeddings.
+    cfg.MODEL.XPM.EMBEDDING_DIM = 1024
+
+    # --- open-vocabulary box classifier ---
+    # logits = cosine(region embedding, class embedding) / TEMPERATURE; background has a learned embedding
+    cfg.MODEL.XPM.CLS_TEMPERATURE = 0.05
+    # Classes the classifier is trained on: "base" (the split's base classes; novel ones are never
+    # pushed towards background) or "all" (every class of the training dataset).
+    cfg.MODEL.XPM.TRAIN_CLASSES = "base"
+
+    # --- caption grounding (stage 1 of XPM) ---
+    cfg.MODEL.XPM.GROUNDING = CN()
+    cfg.MODEL.XPM.GROUNDING.ENABLED = True
+    cfg.MODEL.XPM.GROUNDING.LOSS_WEIGHT = 1.0
+    # temperature of region-word similarities and of the image-caption contrastive logits
+    cfg.MODEL.XPM.GROUNDING.TEMPERATURE = 0.1
+    # regions per caption image: the top RPN proposals, plus the whole image
+    cfg.MODEL.XPM.GROUNDING.NUM_REGIONS = 32
+    # caption words used: "vocabulary" (words naming vocabulary classes, embedded as the class) or
+    # "all" (every caption word outside a stop list, embedded once with the text model and cached)
+    cfg.MODEL.XPM.GROUNDING.WORDS = "vocabulary"
+    cfg.MODEL.XPM.GROUNDING.MAX_WORDS = 16  # per image, the rest dropped (keeps the batch tensor small)
+
+    cfg.XPM = CN()
+    # Caption-only datasets trained alongside DATASETS.TRAIN (which holds the annotated ones).
+    cfg.XPM.CAPTION_DATASETS = ()
+    # Caption images per batch across all workers, in addition to SOLVER.IMS_PER_BATCH annotated ones
+    # (each batch holds both kinds, so every iteration has detection and grounding losses).
+    cfg.XPM.CAPTION_IMS_PER_BATCH = 4
+    return cfg

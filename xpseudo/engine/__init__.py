@@ -1,0 +1,3 @@
+from .trainer import EVALUATORS, XPMTrainer
+
+__all__ = ["EVALUATORS", "XPMTrainer"]

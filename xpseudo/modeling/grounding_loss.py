@@ -1,0 +1,39 @@
+"""Caption-grounding loss (stage 1 of XPM; plain torch, no detectron2).
+
+For image a and caption b, with L2-normalised region embeddings e_i (of a) and word embeddings w_j
+(of b), s_ij = <e_i, w_j>. Each word attends over regions (softmax_i of s_ij / T) and each region
+over words (softmax_j); the pair's score is the mean of the word-side and region-side attended
+similarities. A batch of B pairs is scored B x B and trained with cross-entropy in both
+directions: the right caption for each image and the right image for each caption.
+"""
+import torch
+import torch.nn.functional as F
+
+_MASKED = -1e4  # logit of padding; finite so fully padded rows stay NaN-free
+
+
+def image_caption_scores(regions, region_mask, words, word_mask, temperature: float):
+    """B_img x B_cap matrix of scores.
+
+    Args:
+        regions: B x R x D (normalised), region_mask: B x R bool (False = padding)
+        words: B x W x D (normalised), word_mask: B x W bool
+    """
+    sim = torch.einsum("ard,bwd->abrw", regions, words)
+    logits = sim / temperature
+    region_valid = region_mask[:, None, :, None]
+    word_valid = word_mask[None, :, None, :]
+    word_attention = logits.masked_fill(~region_valid, _MASKED).softmax(dim=2)
+    per_word = (word_attention * sim).sum(dim=2)  # a x b x W
+    word_side = (per_word * word_mask[None]).sum(-1) / word_mask.sum(-1).clamp(min=1)[None]
+    region_attention = logits.masked_fill(~word_valid, _MASKED).softmax(dim=3)
+    per_region = (region_attention * sim).sum(dim=3)  # a x b x R
+    region_side = (per_region * region_mask[:, None]).sum(-1) / region_mask.sum(-1).clamp(min=1)[:, None]
+    return (word_side + region_side) / 2
+
+
+def grounding_loss(regions, region_mask, words, word_mask, temperature: float):
+    """Symmetric batch contrastive loss; pair i is (image i, caption i). Zero for a batch of one."""
+    scores = image_caption_scores(regions, region_mask, words, word_mask, temperature) / temperature
+    target = torch.arange(scores.shape[0], device=scores.device)
+    return (F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target)) / 2

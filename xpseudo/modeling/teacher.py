@@ -1,0 +1,176 @@
+"""XPM teacher: Mask R-CNN with an open-vocabulary classifier and a caption-grounding loss."""
+import contextlib
+import logging
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import Boxes, ImageList
+
+from xpseudo.text.embedding_cache import ClassEmbeddingProvider
+from xpseudo.text.vocabulary import Vocabulary
+from xpseudo.utils.io import InputError
+
+from .grounding_loss import grounding_loss
+from .vocabulary import build_embedding_provider, dataset_vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _inference_mode(module: torch.nn.Module):
+    """Run ``module`` with its test-time settings (e.g. RPN top-k) without touching the rest."""
+    was_training = module.training
+    module.train(False)
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+@META_ARCH_REGISTRY.register()
+class XPMTeacher(GeneralizedRCNN):
+    """Batches mix annotated images (``instances``: detection and mask losses on the training
+    classes) and caption images (``caption_classes``: the grounding loss between their regions and
+    the words of their captions). Both kinds are in every training batch (see
+    ``xpseudo.data.build_xpm_train_loader``). At test time the classes are whatever vocabulary was
+    set last with ``set_vocabulary``."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        embedding_provider: ClassEmbeddingProvider,
+        train_vocabulary: Vocabulary,
+        train_class_map: List[int],
+        word_vocabulary: Optional[Vocabulary] = None,
+        grounding_weight: float = 1.0,
+        grounding_temperature: float = 0.1,
+        grounding_regions: int = 32,
+        **kwargs,
+    ):
+        """
+        Args:
+            embedding_provider: gives class text embeddings for any vocabulary.
+            train_vocabulary: the classifier's classes during training.
+            train_class_map: dataset class id (``gt_classes``) -> index in train_vocabulary, -1 where
+                the class is not trained on (an annotation of it is an error).
+            word_vocabulary: classes that caption words are matched to (``caption_classes`` index
+                it); None disables grounding.
+        """
+        super().__init__(**kwargs)
+        self.embedding_provider = embedding_provider
+        self.register_buffer("train_class_map", torch.tensor(train_class_map, dtype=torch.long), persistent=False)
+        self.grounding_weight = grounding_weight
+        self.grounding_temperature = grounding_temperature
+        self.grounding_regions = grounding_regions
+        self.train_vocabulary = train_vocabulary
+        self.set_vocabulary(train_vocabulary, "the training classes")
+        self.word_vocabulary = word_vocabulary
+        words = torch.zeros(0, 1) if word_vocabulary is None else self._embeddings(word_vocabulary, "the caption words")
+        self.register_buffer("word_embeddings", words, persistent=False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        train = dataset_vocabulary(cfg.DATASETS.TRAIN[0])
+        classes = train.names
+        if cfg.MODEL.XPM.TRAIN_CLASSES == "base":
+            from detectron2.data import MetadataCatalog
+
+            base = set(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("base_classes", classes))
+            classes = [c for c in classes if c in base]
+        elif cfg.MODEL.XPM.TRAIN_CLASSES != "all":
+            raise ValueError(f"MODEL.XPM.TRAIN_CLASSES must be 'base' or 'all', got {cfg.MODEL.XPM.TRAIN_CLASSES!r}")
+        grounding = cfg.MODEL.XPM.GROUNDING
+        words = None
+        if grounding.ENABLED:
+            if not cfg.XPM.CAPTION_DATASETS:
+                raise ValueError("MODEL.XPM.GROUNDING.ENABLED needs caption datasets in XPM.CAPTION_DATASETS")
+            words = dataset_vocabulary(cfg.XPM.CAPTION_DATASETS[0])
+        ret.update(
+            embedding_provider=build_embedding_provider(cfg),
+            train_vocabulary=train.subset(classes),
+            train_class_map=[classes.index(c) if c in classes else -1 for c in train.names],
+            word_vocabulary=words,
+            grounding_weight=grounding.LOSS_WEIGHT,
+            grounding_temperature=grounding.TEMPERATURE,
+            grounding_regions=grounding.NUM_REGIONS,
+        )
+        return ret
+
+    def _embeddings(self, vocabulary: Vocabulary, what: str) -> torch.Tensor:
+        array = self.embedding_provider(vocabulary, what)
+        expected = self.roi_heads.box_predictor.projection.out_features
+        if array.shape[1] != expected:
+            raise InputError(
+                vocabulary.source,
+                f"text embeddings for {what} have dimension {array.shape[1]}, the model expects "
+                f"MODEL.XPM.EMBEDDING_DIM = {expected}",
+            )
+        return torch.from_numpy(array).to(self.pixel_mean.device)
+
+    def set_vocabulary(self, vocabulary: Vocabulary, what: str = "the vocabulary") -> None:
+        """Classify into ``vocabulary``'s classes from now on (index i = class i)."""
+        self.roi_heads.set_class_embeddings(self._embeddings(vocabulary, what))
+        self.vocabulary = vocabulary
+
+    def forward(self, batched_inputs: List[Dict]):
+        if not self.training:
+            return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        annotated = [i for i, x in enumerate(batched_inputs) if "instances" in x]
+        captioned = [i for i, x in enumerate(batched_inputs) if "instances" not in x and x.get("caption_classes")]
+        losses = {}
+        if annotated:
+            losses.update(self._detection_losses(batched_inputs, images, features, annotated))
+        if captioned and self.word_vocabulary is not None:
+            losses["loss_grounding"] = self.grounding_weight * self._grounding_loss(batched_inputs, images, features, captioned)
+        return losses
+
+    @staticmethod
+    def _subset(images: ImageList, features: Dict[str, torch.Tensor], indices: List[int]):
+        index = torch.tensor(indices, device=images.tensor.device)
+        return (
+            ImageList(images.tensor[index], [images.image_sizes[i] for i in indices]),
+            {k: v[index] for k, v in features.items()},
+        )
+
+    def _detection_losses(self, batched_inputs, images, features, indices):
+        images, features = self._subset(images, features, indices)
+        gt_instances = [batched_inputs[i]["instances"].to(self.device) for i in indices]
+        for instances in gt_instances:
+            classes = self.train_class_map[instances.gt_classes]
+            if (classes < 0).any():
+                bad = instances.gt_classes[classes < 0][0].item()
+                raise ValueError(f"an annotation of class id {bad} is not among the training classes {self.train_vocabulary.names}")
+            instances.gt_classes = classes
+        proposals, proposal_losses = self.proposal_generator(images, features, gt_instances)
+        _, detector_losses = self.roi_heads(images, features, proposals, gt_instances)
+        return {**proposal_losses, **detector_losses}
+
+    def _grounding_loss(self, batched_inputs, images, features, indices):
+        images, features = self._subset(images, features, indices)
+        with _inference_mode(self.proposal_generator):
+            proposals, _ = self.proposal_generator(images, features, None)
+        boxes = []
+        for p, (h, w) in zip(proposals, images.image_sizes):
+            whole = torch.tensor([[0.0, 0.0, w, h]], device=self.device)
+            boxes.append(Boxes(torch.cat([whole, p.proposal_boxes.tensor[: self.grounding_regions]])))
+        regions = self.roi_heads.region_embeddings(features, boxes).split([len(b) for b in boxes])
+        words = [self.word_embeddings[torch.as_tensor(batched_inputs[i]["caption_classes"], device=self.device)] for i in indices]
+        region_batch, region_mask = _pad(regions)
+        word_batch, word_mask = _pad(words)
+        return grounding_loss(region_batch, region_mask, word_batch, word_mask, self.grounding_temperature)
+
+
+def _pad(tensors: List[torch.Tensor]):
+    """Stack N_i x D tensors into B x max(N) x D with a validity mask."""
+    longest = max(t.shape[0] for t in tensors)
+    batch = torch.stack([F.pad(t, (0, 0, 0, longest - t.shape[0])) for t in tensors])
+    mask = torch.stack([torch.arange(longest, device=batch.device) < t.shape[0] for t in tensors])
+    return batch, mask

@@ -1,0 +1,78 @@
+"""Class embeddings for any vocabulary: picked from embedding files, or computed once and cached.
+
+The cache key covers everything that changes the numbers (model, weights, seed, prompts, synonym
+averaging, class names and synonyms), so a changed vocabulary or prompt never reuses stale rows.
+"""
+import hashlib
+import json
+import os
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from xpseudo.utils.io import InputError
+
+from .embeddings import DEFAULT_TEMPLATES, build_text_encoder, compute_text_embeddings, load_text_embeddings, save_text_embeddings
+from .vocabulary import Vocabulary
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("XPSEUDO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "xpseudo"))
+
+
+class ClassEmbeddingProvider:
+    def __init__(
+        self,
+        files: Sequence[str] = (),
+        model_name: str = "RN50",
+        pretrained: Optional[str] = None,
+        seed: int = 0,
+        templates: Sequence[str] = DEFAULT_TEMPLATES,
+        average_synonyms: bool = False,
+        cache_dir: Optional[str] = None,
+    ):
+        self.files = [f for f in files if f]
+        self.model_name, self.pretrained, self.seed = model_name, pretrained, seed
+        self.templates, self.average_synonyms = tuple(templates), average_synonyms
+        self.cache_dir = cache_dir or default_cache_dir()
+        self._rows: Dict[str, Tuple[np.ndarray, str]] = {}  # class name -> (row, file)
+        for path in self.files:
+            array, sidecar = load_text_embeddings(path)
+            for name, row in zip(sidecar["classes"], array):
+                self._rows.setdefault(name, (row, path))
+        self._encoder = None
+
+    def cache_key(self, vocabulary: Vocabulary) -> str:
+        description = {
+            "model": self.model_name,
+            "pretrained": self.pretrained,
+            "seed": self.seed if self.pretrained in (None, "", "none") else None,
+            "templates": list(self.templates),
+            "average_synonyms": self.average_synonyms,
+            "classes": [[c.name] + (list(c.synonyms) if self.average_synonyms else []) for c in vocabulary],
+        }
+        return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:20]
+
+    def __call__(self, vocabulary: Vocabulary, dataset: str = "the dataset") -> np.ndarray:
+        """len(vocabulary) x D float32, one L2-normalised row per class, in vocabulary order."""
+        if self.files:
+            missing = [n for n in vocabulary.names if n not in self._rows]
+            if missing:
+                raise InputError(
+                    ", ".join(self.files),
+                    f"no text embedding for {len(missing)} classes of {dataset}: {missing[:10]} "
+                    "(dump embeddings for its vocabulary with tools/dump_text_embeddings.py)",
+                )
+            return np.stack([self._rows[n][0] for n in vocabulary.names]).astype(np.float32)
+        path = os.path.join(self.cache_dir, f"text_embeddings_{self.model_name}_{self.cache_key(vocabulary)}.npy")
+        if os.path.exists(path):
+            return load_text_embeddings(path, expected_classes=vocabulary.names)[0]
+        if self._encoder is None:
+            self._encoder = build_text_encoder(self.model_name, self.pretrained, self.seed)
+        model, tokenizer = self._encoder
+        array = compute_text_embeddings(vocabulary, model, tokenizer, templates=self.templates, average_synonyms=self.average_synonyms)
+        save_text_embeddings(
+            path, array, vocabulary, model=self.model_name, pretrained=self.pretrained, prompts=list(self.templates),
+            average_synonyms=self.average_synonyms, seed=self.seed,
+        )
+        return array
