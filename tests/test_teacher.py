@@ -4,6 +4,7 @@ import os
 import tempfile
 import unittest
 
+import cv2
 import numpy as np
 
 from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2, run_script
@@ -193,3 +194,10 @@ class TestTrainNet(unittest.TestCase):
             self.assertIn("AP50_novel", novel["segm"])
             self.assertNotIn("AP50_base", novel["segm"])
             self.assertEqual(sorted(k for k in novel["segm"] if k.startswith("AP-")), ["AP-crescent", "AP-cross", "AP-star"])
+            images = sorted(glob.glob(os.path.join(tmp, "shapes", "images", "val", "*.png")))[:2]
+            result = run_script("tools/demo.py", "--config-file", "configs/shapes/xpm_teacher_R18_FPN.yaml", "--input", *images,
+                                "--output", os.path.join(tmp, "demo"), "--vocabulary", "star, circle", "--confidence-threshold", "0",
+                                "--opts", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), *common, env=env)
+            self.assertEqual(result.stdout.count("instances ->"), 2)
+            drawn = cv2.imread(os.path.join(tmp, "demo", os.path.basename(images[0])))
+            self.assertEqual(drawn.shape, (96, 96, 3))

@@ -34,10 +34,9 @@ def add_xpseudo_config(cfg):
     cfg.MODEL.XPM.GROUNDING.TEMPERATURE = 0.1
     # regions per caption image: the top RPN proposals, plus the whole image
     cfg.MODEL.XPM.GROUNDING.NUM_REGIONS = 32
-    # caption words used: "vocabulary" (words naming vocabulary classes, embedded as the class) or
-    # "all" (every caption word outside a stop list, embedded once with the text model and cached)
-    cfg.MODEL.XPM.GROUNDING.WORDS = "vocabulary"
-    cfg.MODEL.XPM.GROUNDING.MAX_WORDS = 16  # per image, the rest dropped (keeps the batch tensor small)
+    # Caption words are those naming classes of the caption dataset's vocabulary (synonyms and
+    # plurals included), each embedded as its class; at most MAX_WORDS distinct classes per image.
+    cfg.MODEL.XPM.GROUNDING.MAX_WORDS = 16
 
     cfg.XPM = CN()
     # Caption-only datasets trained alongside DATASETS.TRAIN (which holds the annotated ones).

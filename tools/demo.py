@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Segment images with a vocabulary typed on the command line and draw the results.
+
+    python tools/demo.py --config-file CFG --input IMG [IMG ...] --output DIR --vocabulary "cat,zebra,kite" \
+        [--confidence-threshold 0.5] [--opts MODEL.WEIGHTS model_final.pth ...]
+
+Class embeddings for the vocabulary are computed with the config's text model and cached (or
+picked from MODEL.XPM.TEXT_EMBEDDINGS files). Writes DIR/<image name>.png.
+"""
+import argparse
+import glob
+import os
+import sys
+
+import cv2
+from detectron2.config import get_cfg
+from detectron2.data.catalog import Metadata
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+from detectron2.utils.visualizer import ColorMode, Visualizer
+from tqdm import tqdm
+
+import xpseudo.data.builtin  # noqa: F401  the config's training dataset names the model's classes
+import xpseudo.modeling  # noqa: F401
+from xpseudo.config import add_xpseudo_config
+from xpseudo.text import Vocabulary
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--input", nargs="+", required=True, help="image files or glob patterns")
+    parser.add_argument("--output", required=True, help="folder for the drawn images")
+    parser.add_argument("--vocabulary", required=True, help="comma-separated class names")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    names = [n.strip() for n in args.vocabulary.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        sys.exit(f"error: --vocabulary must list distinct class names, got {args.vocabulary!r}")
+    paths = sorted({p for pattern in args.input for p in (glob.glob(os.path.expanduser(pattern)) or [pattern])})
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        sys.exit(f"error: input images not found: {missing}")
+    cfg = get_cfg()
+    add_xpseudo_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.freeze()
+    predictor = DefaultPredictor(cfg)
+    predictor.model.set_vocabulary(Vocabulary.from_names(names), "--vocabulary")
+    metadata = Metadata(name="demo", thing_classes=names)
+    os.makedirs(args.output, exist_ok=True)
+    for path in tqdm(paths, desc="demo"):
+        image = read_image(path, format="BGR")
+        instances = predictor(image)["instances"].to("cpu")
+        drawn = Visualizer(image[:, :, ::-1], metadata, instance_mode=ColorMode.IMAGE).draw_instance_predictions(instances)
+        out = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0] + ".png")
+        cv2.imwrite(out, drawn.get_image()[:, :, ::-1])
+        print(f"{path}: {len(instances)} instances -> {out}")
+
+
+if __name__ == "__main__":
+    main()
