@@ -6,6 +6,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
+from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList
 
@@ -79,8 +80,6 @@ class XPMTeacher(GeneralizedRCNN):
         train = dataset_vocabulary(cfg.DATASETS.TRAIN[0])
         classes = train.names
         if cfg.MODEL.XPM.TRAIN_CLASSES == "base":
-            from detectron2.data import MetadataCatalog
-
             base = set(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("base_classes", classes))
             classes = [c for c in classes if c in base]
         elif cfg.MODEL.XPM.TRAIN_CLASSES != "all":
