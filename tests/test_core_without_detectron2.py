@@ -4,7 +4,8 @@ import unittest
 
 CORE_MODULES = [
     "xpseudo", "xpseudo.text", "xpseudo.evaluation", "xpseudo.data", "xpseudo.data.split",
-    "xpseudo.data.captions", "xpseudo.data.synthetic_shapes", "xpseudo.utils",
+    "xpseudo.data.captions", "xpseudo.data.synthetic_shapes", "xpseudo.utils", "xpseudo.losses",
+    "xpseudo.text.embedding_cache",
 ]
 
 

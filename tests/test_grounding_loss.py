@@ -3,7 +3,7 @@ import unittest
 import torch
 import torch.nn.functional as F
 
-from xpseudo.modeling.grounding_loss import grounding_loss, image_caption_scores
+from xpseudo.losses.grounding import grounding_loss, image_caption_scores
 
 
 def constructed_batch(seed=0, batch=4, regions=5, words=3, dim=16):

@@ -1,7 +1,6 @@
 """xpseudo's detectron2 modules; importing this package registers them."""
-from .grounding_loss import grounding_loss, image_caption_scores
 from .open_vocab_predictor import OpenVocabOutputLayers
 from .roi_heads import OpenVocabROIHeads
 from .teacher import XPMTeacher
 
-__all__ = ["OpenVocabOutputLayers", "OpenVocabROIHeads", "XPMTeacher", "grounding_loss", "image_caption_scores"]
+__all__ = ["OpenVocabOutputLayers", "OpenVocabROIHeads", "XPMTeacher"]

@@ -14,7 +14,7 @@ from xpseudo.text.embedding_cache import ClassEmbeddingProvider
 from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
 
-from .grounding_loss import grounding_loss
+from xpseudo.losses.grounding import grounding_loss
 from .vocabulary import build_embedding_provider, dataset_vocabulary
 
 logger = logging.getLogger(__name__)
