@@ -1,6 +1,5 @@
 """XPM teacher: Mask R-CNN with an open-vocabulary classifier and a caption-grounding loss."""
 import contextlib
-import logging
 from typing import Dict, List, Optional
 
 import torch
@@ -10,15 +9,12 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList
 
+from xpseudo.losses.grounding import grounding_loss
 from xpseudo.text.embedding_cache import ClassEmbeddingProvider
 from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
 
-from xpseudo.losses.grounding import grounding_loss
 from .vocabulary import build_embedding_provider, dataset_vocabulary
-
-logger = logging.getLogger(__name__)
-
 
 @contextlib.contextmanager
 def _inference_mode(module: torch.nn.Module):

@@ -6,7 +6,7 @@ averaging, class names and synonyms), so a changed vocabulary or prompt never re
 import hashlib
 import json
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -35,11 +35,11 @@ class ClassEmbeddingProvider:
         self.model_name, self.pretrained, self.seed = model_name, pretrained, seed
         self.templates, self.average_synonyms = tuple(templates), average_synonyms
         self.cache_dir = cache_dir or default_cache_dir()
-        self._rows: Dict[str, Tuple[np.ndarray, str]] = {}  # class name -> (row, file)
+        self._rows: Dict[str, np.ndarray] = {}  # class name -> row; the first file naming a class wins
         for path in self.files:
             array, sidecar = load_text_embeddings(path)
             for name, row in zip(sidecar["classes"], array):
-                self._rows.setdefault(name, (row, path))
+                self._rows.setdefault(name, row)
         self._encoder = None
 
     def cache_key(self, vocabulary: Vocabulary) -> str:
@@ -63,7 +63,7 @@ class ClassEmbeddingProvider:
                     f"no text embedding for {len(missing)} classes of {dataset}: {missing[:10]} "
                     "(dump embeddings for its vocabulary with tools/dump_text_embeddings.py)",
                 )
-            return np.stack([self._rows[n][0] for n in vocabulary.names]).astype(np.float32)
+            return np.stack([self._rows[n] for n in vocabulary.names]).astype(np.float32)
         path = os.path.join(self.cache_dir, f"text_embeddings_{self.model_name}_{self.cache_key(vocabulary)}.npy")
         if os.path.exists(path):
             return load_text_embeddings(path, expected_classes=vocabulary.names)[0]
