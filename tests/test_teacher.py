@@ -82,8 +82,8 @@ class TestXPMTeacher(unittest.TestCase):
         batch = [
             annotated_image([0, 3]),
             annotated_image([]),  # annotated, no instance
-            {"image": torch.rand(3, 96, 96) * 255, "height": 96, "width": 96, "caption_classes": [5, 1]},
-            {"image": torch.rand(3, 96, 96) * 255, "height": 96, "width": 96, "caption_classes": [6]},
+            {"image": torch.rand(3, 96, 96) * 255, "height": 96, "width": 96, "caption_words": [5, 1]},
+            {"image": torch.rand(3, 96, 96) * 255, "height": 96, "width": 96, "caption_words": [6]},
         ]
         with EventStorage():
             losses = self.model(batch)
@@ -133,6 +133,38 @@ class TestXPMTeacher(unittest.TestCase):
     def test_embedding_dimension_must_match(self):
         with self.assertRaisesRegex(InputError, "have dimension 32, the model expects MODEL.XPM.EMBEDDING_DIM = 64"):
             build_model(teacher_cfg(self.embeddings, **{"MODEL.XPM.EMBEDDING_DIM": 64}))
+
+    def test_grounding_on_all_caption_words(self):
+        from xpseudo.data.xpm_loader import build_xpm_train_loader
+
+        # Plain words have no row in the 32-d embedding file, so this model computes all its text
+        # embeddings (random-init RN50 text tower, cached under the test's folder).
+        cfg = teacher_cfg("", **{
+            "MODEL.XPM.EMBEDDING_DIM": 1024, "MODEL.XPM.EMBEDDING_CACHE_DIR": os.path.join(self.tmp.name, "cache"),
+            "MODEL.XPM.GROUNDING.WORDS": "all", "MODEL.XPM.GROUNDING.MIN_WORD_COUNT": 2,
+            "SOLVER.IMS_PER_BATCH": 1, "XPM.CAPTION_IMS_PER_BATCH": 2, "DATALOADER.NUM_WORKERS": 0,
+        })
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        table = model.word_vocabulary
+        self.assertEqual(table.names[:8], SHAPES)
+        plain = table.names[8:]
+        self.assertIn("background", plain)  # "... on a black background."
+        self.assertIn("black", plain)
+        self.assertFalse({"a", "and", "on", "image", "two"} & set(plain))
+        self.assertEqual(tuple(model.word_embeddings.shape), (len(table), 1024))
+        batch = next(iter(build_xpm_train_loader(cfg)))
+        captioned = [x for x in batch if "caption_words" in x]
+        self.assertEqual(len(captioned), 2)
+        for x in captioned:
+            self.assertLess(x["caption_words"][0], 8)  # every grounded image names a class, first
+            self.assertLess(max(x["caption_words"]), len(table))
+        model.train()
+        with EventStorage():
+            losses = model(batch)
+        self.assertTrue(torch.isfinite(losses["loss_grounding"]))
+        losses["loss_grounding"].backward()
+        self.assertGreater(model.roi_heads.box_predictor.projection.weight.grad.abs().sum().item(), 0)
 
     def test_caption_dataset_naming_no_class(self):
         from detectron2.data import DatasetCatalog, MetadataCatalog

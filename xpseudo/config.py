@@ -34,8 +34,13 @@ def add_xpseudo_config(cfg):
     cfg.MODEL.XPM.GROUNDING.TEMPERATURE = 0.1
     # regions per caption image: the top RPN proposals, plus the whole image
     cfg.MODEL.XPM.GROUNDING.NUM_REGIONS = 32
-    # Caption words are those naming classes of the caption dataset's vocabulary (synonyms and
-    # plurals included), each embedded as its class; at most MAX_WORDS distinct classes per image.
+    # Caption words grounded: "vocabulary" = mentions of the caption dataset's classes (synonyms
+    # and plurals included), each embedded as its class; "all" = those plus every other caption word
+    # outside a stop list (xpseudo.text.STOP_WORDS) used by at least MIN_WORD_COUNT images, embedded
+    # with the same text model and prompts (computed and cached, even when TEXT_EMBEDDINGS is set).
+    cfg.MODEL.XPM.GROUNDING.WORDS = "vocabulary"
+    cfg.MODEL.XPM.GROUNDING.MIN_WORD_COUNT = 5
+    # at most this many distinct words per image, class words first
     cfg.MODEL.XPM.GROUNDING.MAX_WORDS = 16
 
     cfg.XPM = CN()

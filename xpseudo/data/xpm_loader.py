@@ -1,35 +1,61 @@
 """Training batches for XPM: annotated images and caption images together in every batch."""
+import functools
 import logging
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
 from detectron2.data.samplers import TrainingSampler
 
 from xpseudo.text.caption_matcher import CaptionMatcher
+from xpseudo.text.caption_words import caption_word_table
+from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
 
 logger = logging.getLogger(__name__)
 
 
-def caption_records(dataset_names: Sequence[str], matcher: CaptionMatcher, max_words: int) -> List[dict]:
-    """Records of the caption datasets with ``caption_classes`` (vocabulary indices named by the
-    image's captions, unioned), matched once here rather than every iteration. Images whose
-    captions name no class are dropped and counted."""
+def caption_records(
+    dataset_names: Sequence[str], matcher: CaptionMatcher, mode: str = "vocabulary", min_count: int = 1, max_words: int = 0
+) -> Tuple[Vocabulary, List[dict]]:
+    """The caption word table and the records of the caption datasets with ``caption_words``
+    (indices into the table; see ``xpseudo.text.caption_word_table``), matched once here rather
+    than every iteration. Images whose captions name no class are dropped and counted."""
     records = get_detection_dataset_dicts(list(dataset_names), filter_empty=False)
-    kept = []
     for record in records:
         if "captions" not in record:
             raise InputError(str(dataset_names), f"image {record.get('image_id')} has no 'captions': not a caption dataset")
-        classes = matcher.classes_in(record["captions"])[:max_words]
-        if classes:
-            kept.append({**record, "caption_classes": classes})
-    logger.info(f"caption datasets {list(dataset_names)}: {len(kept)} of {len(records)} images have captions naming a class")
+    table, words = caption_word_table(matcher, [r["captions"] for r in records], mode, min_count, max_words)
+    # an image is grounded when it names at least one class: those are the words pseudo-labels need
+    num_classes = len(matcher.vocabulary)
+    kept = [{**r, "caption_words": w} for r, w in zip(records, words) if w and w[0] < num_classes]
+    logger.info(
+        f"caption datasets {list(dataset_names)}: {len(kept)} of {len(records)} images have captions naming a class; "
+        f"{len(table)} words in the table ({mode!r} mode)"
+    )
     if not kept:
         raise InputError(
             ", ".join(MetadataCatalog.get(n).get("captions_file", n) or n for n in dataset_names),
-            f"no caption names any of the {len(matcher.vocabulary)} vocabulary classes",
+            f"no caption names any of the {num_classes} vocabulary classes",
         )
-    return kept
+    return table, kept
+
+
+@functools.lru_cache(maxsize=2)
+def _grounding_data(dataset_names: Tuple[str, ...], mode: str, min_count: int, max_words: int, files: Tuple):
+    from xpseudo.modeling.vocabulary import dataset_vocabulary
+
+    matcher = CaptionMatcher(dataset_vocabulary(dataset_names[0]))
+    return caption_records(dataset_names, matcher, mode, min_count, max_words)
+
+
+def grounding_data(cfg) -> Tuple[Vocabulary, List[dict]]:
+    """(word table, caption records) of the config's caption datasets. Built once per process:
+    the model (its word embeddings) and the loader (its records) both ask for it."""
+    grounding = cfg.MODEL.XPM.GROUNDING
+    names = tuple(cfg.XPM.CAPTION_DATASETS)
+    # the files behind the names are part of the key: a name re-registered elsewhere is new data
+    files = tuple((MetadataCatalog.get(n).get("captions_file"), MetadataCatalog.get(n).get("image_root")) for n in names)
+    return _grounding_data(names, grounding.WORDS, grounding.MIN_WORD_COUNT, grounding.MAX_WORDS, files)
 
 
 class MixedBatches:
@@ -49,10 +75,7 @@ def build_xpm_train_loader(cfg, mapper=None):
     annotated = build_detection_train_loader(cfg, mapper=mapper or DatasetMapper(cfg, True))
     if not cfg.MODEL.XPM.GROUNDING.ENABLED or not cfg.XPM.CAPTION_DATASETS:
         return annotated
-    from xpseudo.modeling.vocabulary import dataset_vocabulary
-
-    matcher = CaptionMatcher(dataset_vocabulary(cfg.XPM.CAPTION_DATASETS[0]))
-    records = caption_records(cfg.XPM.CAPTION_DATASETS, matcher, cfg.MODEL.XPM.GROUNDING.MAX_WORDS)
+    _, records = grounding_data(cfg)
     captioned = build_detection_train_loader(
         dataset=records,
         mapper=DatasetMapper(cfg, True),

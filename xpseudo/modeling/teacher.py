@@ -1,6 +1,6 @@
 """XPM teacher: Mask R-CNN with an open-vocabulary classifier and a caption-grounding loss."""
 import contextlib
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -9,7 +9,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList
 
+from xpseudo.data.xpm_loader import grounding_data
 from xpseudo.losses.grounding import grounding_loss
+from xpseudo.text.caption_words import WORD_MODES
 from xpseudo.text.embedding_cache import ClassEmbeddingProvider
 from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
@@ -31,7 +33,7 @@ def _inference_mode(module: torch.nn.Module):
 @META_ARCH_REGISTRY.register()
 class XPMTeacher(GeneralizedRCNN):
     """Batches mix annotated images (``instances``: detection and mask losses on the training
-    classes) and caption images (``caption_classes``: the grounding loss between their regions and
+    classes) and caption images (``caption_words``: the grounding loss between their regions and
     the words of their captions). Both kinds are in every training batch (see
     ``xpseudo.data.build_xpm_train_loader``). At test time the classes are whatever vocabulary was
     set last with ``set_vocabulary``."""
@@ -43,7 +45,8 @@ class XPMTeacher(GeneralizedRCNN):
         embedding_provider: ClassEmbeddingProvider,
         train_vocabulary: Vocabulary,
         train_class_map: List[int],
-        word_vocabulary: Optional[Vocabulary] = None,
+        word_table: Optional[Callable[[], Vocabulary]] = None,
+        num_class_words: int = 0,
         grounding_weight: float = 1.0,
         grounding_temperature: float = 0.1,
         grounding_regions: int = 32,
@@ -55,8 +58,10 @@ class XPMTeacher(GeneralizedRCNN):
             train_vocabulary: the classifier's classes during training.
             train_class_map: dataset class id (``gt_classes``) -> index in train_vocabulary, -1 where
                 the class is not trained on (an annotation of it is an error).
-            word_vocabulary: classes that caption words are matched to (``caption_classes`` index
-                it); None disables grounding.
+            word_table: returns the caption word table (``caption_words`` index it; see
+                ``xpseudo.text.caption_word_table``); None disables grounding. Called, and the
+                words embedded, at the first grounding step, so evaluation never reads captions.
+            num_class_words: the table's first entries that are classes (the rest are plain words).
         """
         super().__init__(**kwargs)
         self.embedding_provider = embedding_provider
@@ -66,9 +71,9 @@ class XPMTeacher(GeneralizedRCNN):
         self.grounding_regions = grounding_regions
         self.train_vocabulary = train_vocabulary
         self.set_vocabulary(train_vocabulary, "the training classes")
-        self.word_vocabulary = word_vocabulary
-        words = torch.zeros(0, 1) if word_vocabulary is None else self._embeddings(word_vocabulary, "the caption words")
-        self.register_buffer("word_embeddings", words, persistent=False)
+        self.word_table, self.num_class_words = word_table, num_class_words
+        self._word_vocabulary: Optional[Vocabulary] = None
+        self.register_buffer("_word_embeddings", torch.zeros(0, 1), persistent=False)
 
     @classmethod
     def from_config(cls, cfg):
@@ -81,24 +86,32 @@ class XPMTeacher(GeneralizedRCNN):
         elif cfg.MODEL.XPM.TRAIN_CLASSES != "all":
             raise ValueError(f"MODEL.XPM.TRAIN_CLASSES must be 'base' or 'all', got {cfg.MODEL.XPM.TRAIN_CLASSES!r}")
         grounding = cfg.MODEL.XPM.GROUNDING
-        words = None
+        word_table, num_class_words = None, 0
         if grounding.ENABLED:
             if not cfg.XPM.CAPTION_DATASETS:
                 raise ValueError("MODEL.XPM.GROUNDING.ENABLED needs caption datasets in XPM.CAPTION_DATASETS")
-            words = dataset_vocabulary(cfg.XPM.CAPTION_DATASETS[0])
+            if grounding.WORDS not in WORD_MODES:
+                raise ValueError(f"MODEL.XPM.GROUNDING.WORDS must be one of {WORD_MODES}, got {grounding.WORDS!r}")
+            caption_classes = dataset_vocabulary(cfg.XPM.CAPTION_DATASETS[0])
+            num_class_words = len(caption_classes)
+            if grounding.WORDS == "vocabulary":
+                word_table = lambda: caption_classes  # noqa: E731
+            else:
+                word_table = lambda: grounding_data(cfg)[0]  # noqa: E731
         ret.update(
             embedding_provider=build_embedding_provider(cfg),
             train_vocabulary=train.subset(classes),
             train_class_map=[classes.index(c) if c in classes else -1 for c in train.names],
-            word_vocabulary=words,
+            word_table=word_table,
+            num_class_words=num_class_words,
             grounding_weight=grounding.LOSS_WEIGHT,
             grounding_temperature=grounding.TEMPERATURE,
             grounding_regions=grounding.NUM_REGIONS,
         )
         return ret
 
-    def _embeddings(self, vocabulary: Vocabulary, what: str) -> torch.Tensor:
-        array = self.embedding_provider(vocabulary, what)
+    def _embeddings(self, vocabulary: Vocabulary, what: str, provider: Optional[ClassEmbeddingProvider] = None) -> torch.Tensor:
+        array = (provider or self.embedding_provider)(vocabulary, what)
         expected = self.roi_heads.box_predictor.projection.out_features
         if array.shape[1] != expected:
             raise InputError(
@@ -107,6 +120,30 @@ class XPMTeacher(GeneralizedRCNN):
                 f"MODEL.XPM.EMBEDDING_DIM = {expected}",
             )
         return torch.from_numpy(array).to(self.pixel_mean.device)
+
+    @property
+    def word_vocabulary(self) -> Optional[Vocabulary]:
+        """The caption word table (None without grounding)."""
+        if self._word_vocabulary is None and self.word_table is not None:
+            self._word_vocabulary = self.word_table()
+        return self._word_vocabulary
+
+    @property
+    def word_embeddings(self) -> torch.Tensor:
+        """One text embedding per entry of the word table, computed on first use."""
+        if self._word_embeddings.shape[0] == 0 and self.word_vocabulary is not None:
+            self._word_embeddings = self._word_table_embeddings(self.word_vocabulary)
+        return self._word_embeddings
+
+    def _word_table_embeddings(self, table: Vocabulary) -> torch.Tensor:
+        # Class words come from the class embeddings (files or cache); plain words of "all" mode
+        # are never in an embedding file, so they are computed with the same text model.
+        n = self.num_class_words
+        parts = [self._embeddings(Vocabulary(table.categories[:n], source=table.source), "the caption classes")]
+        if n < len(table):
+            plain = Vocabulary(table.categories[n:], source=table.source)
+            parts.append(self._embeddings(plain, "the plain caption words", self.embedding_provider.without_files()))
+        return torch.cat(parts)
 
     def set_vocabulary(self, vocabulary: Vocabulary, what: str = "the vocabulary") -> None:
         """Classify into ``vocabulary``'s classes from now on (index i = class i)."""
@@ -119,11 +156,11 @@ class XPMTeacher(GeneralizedRCNN):
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
         annotated = [i for i, x in enumerate(batched_inputs) if "instances" in x]
-        captioned = [i for i, x in enumerate(batched_inputs) if "instances" not in x and x.get("caption_classes")]
+        captioned = [i for i, x in enumerate(batched_inputs) if "instances" not in x and x.get("caption_words")]
         losses = {}
         if annotated:
             losses.update(self._detection_losses(batched_inputs, images, features, annotated))
-        if captioned and self.word_vocabulary is not None:
+        if captioned and self.word_table is not None:
             losses["loss_grounding"] = self.grounding_weight * self._grounding_loss(batched_inputs, images, features, captioned)
         return losses
 
@@ -157,7 +194,7 @@ class XPMTeacher(GeneralizedRCNN):
             whole = torch.tensor([[0.0, 0.0, w, h]], device=self.device)
             boxes.append(Boxes(torch.cat([whole, p.proposal_boxes.tensor[: self.grounding_regions]])))
         regions = self.roi_heads.region_embeddings(features, boxes).split([len(b) for b in boxes])
-        words = [self.word_embeddings[torch.as_tensor(batched_inputs[i]["caption_classes"], device=self.device)] for i in indices]
+        words = [self.word_embeddings[torch.as_tensor(batched_inputs[i]["caption_words"], device=self.device)] for i in indices]
         region_batch, region_mask = _pad(regions)
         word_batch, word_mask = _pad(words)
         return grounding_loss(region_batch, region_mask, word_batch, word_mask, self.grounding_temperature)

@@ -1,11 +1,15 @@
 """Vocabularies, caption-to-class matching and text embeddings (no detectron2 needed)."""
 from .caption_matcher import CaptionMatcher, WordMatch
+from .caption_words import STOP_WORDS, WORD_MODES, caption_word_table
 from .inflection import inflections, plural_forms, singular_forms
 from .vocabulary import Category, Vocabulary, display_name, name_to_words
 
 __all__ = [
     "CaptionMatcher",
     "WordMatch",
+    "STOP_WORDS",
+    "WORD_MODES",
+    "caption_word_table",
     "Category",
     "Vocabulary",
     "display_name",

@@ -42,6 +42,12 @@ class ClassEmbeddingProvider:
                 self._rows.setdefault(name, row)
         self._encoder = None
 
+    def without_files(self) -> "ClassEmbeddingProvider":
+        """The same text model and prompts, always computing (and caching) rather than reading files."""
+        return ClassEmbeddingProvider(
+            (), self.model_name, self.pretrained, self.seed, self.templates, self.average_synonyms, self.cache_dir
+        )
+
     def cache_key(self, vocabulary: Vocabulary) -> str:
         description = {
             "model": self.model_name,
