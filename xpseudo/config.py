@@ -49,4 +49,21 @@ def add_xpseudo_config(cfg):
     # Caption images per batch across all workers, in addition to SOLVER.IMS_PER_BATCH annotated ones
     # (each batch holds both kinds, so every iteration has detection and grounding losses).
     cfg.XPM.CAPTION_IMS_PER_BATCH = 4
+
+    # --- cross-modal pseudo-labeling (stage 3 of XPM; tools/generate_pseudo_labels.py) ---
+    cfg.XPM.PSEUDO_LABELS = CN()
+    # Which classes named by captions get pseudo masks: "all", "novel" or "base" (of the dataset's split).
+    cfg.XPM.PSEUDO_LABELS.CLASSES = "all"
+    # regions per caption word, best first (XPM: 1)
+    cfg.XPM.PSEUDO_LABELS.TOP_K = 1
+    # confidence = sigmoid(<region, word> / SCORE_TEMPERATURE); pairs below MIN_SCORE are dropped (XPM: none)
+    cfg.XPM.PSEUDO_LABELS.SCORE_TEMPERATURE = 0.1
+    cfg.XPM.PSEUDO_LABELS.MIN_SCORE = 0.0
+    # a region picked by several words is kept only for the word that scores it highest
+    cfg.XPM.PSEUDO_LABELS.DEDUPLICATE = False
+    # apply the teacher's class-agnostic box regression to the picked proposal (XPM: the proposal as is)
+    cfg.XPM.PSEUDO_LABELS.REFINE_BOXES = False
+    cfg.XPM.PSEUDO_LABELS.MASK_THRESHOLD = 0.5
+    # images per teacher forward pass
+    cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH = 4
     return cfg

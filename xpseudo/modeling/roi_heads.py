@@ -1,5 +1,5 @@
 """ROI heads with the open-vocabulary box predictor and a class-agnostic mask head."""
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -35,5 +35,10 @@ class OpenVocabROIHeads(StandardROIHeads):
 
     def region_embeddings(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
         """L2-normalised text-space embeddings of ``boxes`` (one Boxes per image), concatenated."""
+        return self.region_embeddings_and_deltas(features, boxes)[0]
+
+    def region_embeddings_and_deltas(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Region embeddings and the class-agnostic box regression deltas (N x 4) of ``boxes``."""
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
-        return self.box_predictor.embed(self.box_head(pooled))
+        features = self.box_head(pooled)
+        return self.box_predictor.embed(features), self.box_predictor.bbox_pred(features.flatten(start_dim=1))

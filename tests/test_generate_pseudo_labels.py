@@ -1,0 +1,167 @@
+import json
+import os
+import tempfile
+import unittest
+from unittest import mock
+
+import numpy as np
+
+from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2, run_script
+
+if HAS_DETECTRON2:
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog
+    from detectron2.modeling import build_model
+
+    import xpseudo.modeling  # noqa: F401
+    from xpseudo.config import add_xpseudo_config
+    from xpseudo.data.builtin import register_all_builtin
+    from xpseudo.pseudo.generate import generate_shard
+    from xpseudo.pseudo.labeler import PseudoLabeler
+    from xpseudo.pseudo.shards import iter_shard, merge_shards, shard_path
+    from xpseudo.text import Vocabulary, save_text_embeddings
+
+SHAPES = ["circle", "square", "triangle", "hexagon", "ring", "star", "cross", "crescent"]
+CONFIG = os.path.join(REPO, "configs/shapes/xpm_teacher_R18_FPN.yaml")
+
+
+@requires_detectron2
+class TestGeneratePseudoLabels(unittest.TestCase):
+    """A random-init teacher on a tiny shapes set: the labels are meaningless, the plumbing is not."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        root = cls.tmp.name
+        make_shapes(os.path.join(root, "shapes"), num_train=14, num_val=2, image_size=96)
+        # one unreadable image and one image whose captions name nothing
+        with open(os.path.join(root, "shapes/images/train/000003.png"), "wb") as f:
+            f.write(b"not a png")
+        path = os.path.join(root, "shapes/annotations/captions_train.json")
+        with open(path) as f:
+            captions = json.load(f)
+        for ann in captions["annotations"]:
+            if ann["image_id"] == 5:
+                ann["caption"] = "Nothing to see here."
+        with open(path, "w") as f:
+            json.dump(captions, f)
+        register_all_builtin(root)
+        cls.embeddings = os.path.join(root, "emb.npy")
+        save_text_embeddings(cls.embeddings, np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32),
+                             Vocabulary.from_names(SHAPES), model="test")
+        cls.opts = ["MODEL.XPM.TEXT_EMBEDDINGS", cls.embeddings, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0"]
+        cls.cfg = get_cfg()
+        add_xpseudo_config(cls.cfg)
+        cls.cfg.merge_from_file(CONFIG)
+        cls.cfg.merge_from_list(cls.opts)
+        torch.manual_seed(0)
+        model = build_model(cls.cfg)
+        cls.weights = os.path.join(root, "teacher.pth")
+        torch.save({"model": model.state_dict()}, cls.weights)
+        cls.cfg.MODEL.WEIGHTS = cls.weights
+        cls.labeler = PseudoLabeler.from_config(cls.cfg, model, "shapes_train_captions")
+        cls.records = DatasetCatalog.get("shapes_train_captions")
+        cls.env = {"DETECTRON2_DATASETS": root}
+
+    @classmethod
+    def tearDownClass(cls):
+        register_all_builtin()
+        cls.tmp.cleanup()
+
+    def run_tool(self, *args, check=True):
+        return run_script("tools/generate_pseudo_labels.py", "--config-file", CONFIG, *args, "MODEL.WEIGHTS", self.weights,
+                          *self.opts, env=self.env, check=check)
+
+    def load(self, directory):
+        with open(os.path.join(directory, "pseudo_labels.json")) as f:
+            return json.load(f)
+
+    def test_labeler_output_follows_the_caption_words(self):
+        record = self.records[0]
+        classes, phrases = self.labeler.caption_words(record["captions"])
+        self.assertTrue(classes)
+        image = torch.as_tensor(np.ascontiguousarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3)).transpose(2, 0, 1)))
+        out = self.labeler([{"image": image.float(), "height": 120, "width": 100, "word_classes": classes}])[0]
+        self.assertEqual(len(out), len(classes))  # XPM default: one region per word, no threshold
+        self.assertEqual(out.pred_classes.tolist(), classes)
+        self.assertEqual(out.word_index.tolist(), list(range(len(classes))))
+        self.assertEqual(tuple(out.pred_masks.shape[1:]), (120, 100))
+        self.assertEqual(out.pred_masks.dtype, torch.bool)
+        self.assertTrue(bool(((out.scores > 0) & (out.scores < 1)).all()))
+
+    def test_sharded_equals_single_and_the_file_evaluates(self):
+        one, three = os.path.join(self.tmp.name, "one"), os.path.join(self.tmp.name, "three")
+        result = self.run_tool("--output", one)
+        self.assertIn("1 unreadable", result.stdout)
+        for index in range(3):
+            self.run_tool("--output", three, "--num-shards", "3", "--shard-index", str(index))
+        self.assertFalse(os.path.exists(os.path.join(three, "pseudo_labels.json")))
+        run_script("tools/generate_pseudo_labels.py", "--output", three, "--merge", env=self.env)
+        a, b = self.load(one), self.load(three)
+        self.assertEqual(a["annotations"], b["annotations"])
+        self.assertEqual(a["images"], b["images"])
+        self.assertEqual([c["name"] for c in a["categories"]], SHAPES)
+        ids = [im["id"] for im in a["images"]]
+        self.assertNotIn(3, ids)  # unreadable
+        self.assertNotIn(5, ids)  # captions name nothing
+        first = a["annotations"][0]
+        self.assertEqual(set(first), {"id", "image_id", "category_id", "segmentation", "bbox", "area", "iscrowd", "score", "word"})
+        self.assertEqual(a["images"][0]["file_name"], "000001.png")
+        with open(os.path.join(one, "provenance.json")) as f:
+            provenance = json.load(f)
+        self.assertEqual(provenance["counts"]["unreadable"], 1)
+        self.assertEqual(provenance["counts"]["no_match"], 1)
+        # a random teacher's masks can be empty: those images are "unlabeled" and left out
+        self.assertEqual(provenance["counts"]["labeled"], len(ids))
+        self.assertEqual(provenance["counts"]["labeled"] + provenance["counts"]["unlabeled"], 12)
+        self.assertEqual(provenance["counts"]["annotations"], len(a["annotations"]))
+        self.assertEqual(len(provenance["teacher_sha256"]), 64)
+        # the pseudo-label file evaluates against the full ground truth as it is
+        gt = os.path.join(self.tmp.name, "shapes/annotations/instances_train_all.json")
+        result = run_script("tools/evaluate_ovis.py", "--gt", gt, "--dt", os.path.join(one, "pseudo_labels.json"),
+                            "--split", os.path.join(self.tmp.name, "shapes/split.json"), "--json-out", os.path.join(one, "eval.json"))
+        with open(os.path.join(one, "eval.json")) as f:
+            self.assertIn("AP50_novel", json.load(f)["segm"])
+        # a rerun finds everything finished and rewrites the same merge
+        self.run_tool("--output", one)
+        self.assertEqual(self.load(one), a)
+
+    def test_interrupted_shard_resumes(self):
+        reference, killed = os.path.join(self.tmp.name, "ref"), os.path.join(self.tmp.name, "killed")
+        self.cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH = 2
+        for index in range(2):
+            generate_shard(self.cfg, self.labeler, "shapes_train_captions", reference, 2, index, self.records)
+        merge_shards(reference)
+        calls = {"n": 0}
+        real = PseudoLabeler.__call__
+
+        def dies_on_third_batch(labeler, inputs):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt  # what a kill looks like to Python
+            return real(labeler, inputs)
+
+        with mock.patch.object(PseudoLabeler, "__call__", dies_on_third_batch), self.assertRaises(KeyboardInterrupt):
+            generate_shard(self.cfg, self.labeler, "shapes_train_captions", killed, 2, 0, self.records)
+        partial = shard_path(killed, 0, 2) + ".partial"
+        written = [x["image"]["id"] for x in iter_shard(partial) if "image" in x]
+        self.assertEqual(written, [1, 2, 3, 4])  # two batches of two
+        for index in range(2):
+            generate_shard(self.cfg, self.labeler, "shapes_train_captions", killed, 2, index, self.records)
+        merge_shards(killed)
+        self.assertEqual(self.load(killed)["annotations"], self.load(reference)["annotations"])
+        self.assertEqual(self.load(killed)["images"], self.load(reference)["images"])
+
+    def test_bad_arguments_fail_before_any_work(self):
+        out = os.path.join(self.tmp.name, "bad")
+        result = self.run_tool("--output", out, "--num-shards", "20", check=False)
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("20 shards for 14 images", result.stderr)
+        self.assertFalse(os.path.exists(os.path.join(out, "shards")))
+        result = run_script("tools/generate_pseudo_labels.py", "--output", out, "--merge", check=False)
+        self.assertIn("no finished shard", result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

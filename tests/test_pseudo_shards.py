@@ -1,0 +1,169 @@
+import json
+import os
+import tempfile
+import unittest
+
+import numpy as np
+import pycocotools.mask as mask_util
+
+from xpseudo.pseudo import ShardWriter, encode_pseudo_annotations, iter_shard, merge_shards, shard_bounds, shard_path
+from xpseudo.utils.io import InputError
+
+CATEGORIES = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}]
+
+
+def provenance(num_images, num_shards, **changes):
+    return {"teacher_sha256": "abc", "dataset": "toy", "num_images": num_images, "categories": CATEGORIES,
+            "num_shards": num_shards, **changes}
+
+
+def header(num_images, num_shards, index, **changes):
+    start, end = shard_bounds(num_images, num_shards, index)
+    return {"provenance": provenance(num_images, num_shards, **changes),
+            "shard": {"index": index, "count": num_shards, "start": start, "end": end}}
+
+
+def fake_annotations(image_id):
+    """A deterministic stand-in for the labeler's output on one image: image_id % 3 masks."""
+    return [{"image_id": image_id, "category_id": 3 if k % 2 else 7, "segmentation": {"size": [4, 4], "counts": "04?"},
+             "bbox": [0, 0, 1, 1], "area": 1, "iscrowd": 0, "score": 0.5 + k / 10, "word": "dogs"} for k in range(image_id % 3)]
+
+
+def write_shards(directory, num_images, num_shards, stop_after=None):
+    """Write every shard like the tool does; stop_after=(shard, images) simulates a kill."""
+    for index in range(num_shards):
+        if os.path.exists(shard_path(directory, index, num_shards)):
+            continue  # finished: skipped, as the tool does
+        writer = ShardWriter(shard_path(directory, index, num_shards), header(num_images, num_shards, index))
+        start, end = shard_bounds(num_images, num_shards, index)
+        for image_id in range(start, end):
+            if image_id in writer.done:
+                continue
+            if stop_after and stop_after[0] == index and len(writer.done) == stop_after[1]:
+                writer.close()
+                return
+            annotations = fake_annotations(image_id)
+            status = "labeled" if annotations else ("no_match" if image_id % 5 else "unreadable")
+            writer.add({"id": image_id, "file_name": f"{image_id}.jpg", "height": 4, "width": 4}, status, annotations)
+        writer.finish()
+
+
+class TestShardBounds(unittest.TestCase):
+    def test_contiguous_balanced_slices(self):
+        self.assertEqual([shard_bounds(10, 3, i) for i in range(3)], [(0, 4), (4, 7), (7, 10)])
+        self.assertEqual(shard_bounds(5, 1, 0), (0, 5))
+
+    def test_bad_arguments(self):
+        with self.assertRaisesRegex(ValueError, "4 shards for 3 images"):
+            shard_bounds(3, 4, 0)
+        with self.assertRaisesRegex(ValueError, "shard index 3 is outside 0..2"):
+            shard_bounds(9, 3, 3)
+        with self.assertRaisesRegex(ValueError, "must be >= 1"):
+            shard_bounds(9, 0, 0)
+
+
+class TestShardsAndMerge(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = self.tmp.name
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def merged(self, directory, num_shards=None):
+        provenance = merge_shards(directory, num_shards)
+        with open(os.path.join(directory, "pseudo_labels.json")) as f:
+            return json.load(f), provenance
+
+    def test_three_shards_merge_to_the_single_shard_output(self):
+        one, three = os.path.join(self.dir, "one"), os.path.join(self.dir, "three")
+        write_shards(one, 11, 1)
+        write_shards(three, 11, 3)
+        (a, pa), (b, pb) = self.merged(one), self.merged(three)
+        self.assertEqual(a["annotations"], b["annotations"])
+        self.assertEqual(a["images"], b["images"])
+        self.assertEqual(a["categories"], CATEGORIES)
+        labeled = [i for i in range(11) if i % 3]
+        self.assertEqual([im["id"] for im in a["images"]], labeled)
+        self.assertEqual([x["id"] for x in a["annotations"]], list(range(1, len(a["annotations"]) + 1)))
+        self.assertEqual([x["image_id"] for x in a["annotations"]], [i for i in labeled for _ in range(i % 3)])
+        self.assertEqual(pa["counts"], pb["counts"])
+        self.assertEqual(pb["counts"], {"images": 11, "labeled": 7, "unlabeled": 0, "no_match": 3, "unreadable": 1,
+                                        "annotations": 10, "empty_masks": 0})
+        self.assertEqual(len(pb["shards"]), 3)
+        with open(os.path.join(three, "provenance.json")) as f:
+            self.assertEqual(json.load(f)["teacher_sha256"], "abc")
+
+    def test_killed_shard_resumes_without_loss_or_duplicates(self):
+        reference = os.path.join(self.dir, "reference")
+        write_shards(reference, 11, 3)
+        killed = os.path.join(self.dir, "killed")
+        write_shards(killed, 11, 3, stop_after=(1, 2))  # shard 0 finished, shard 1 after 2 images
+        partial = shard_path(killed, 1, 3) + ".partial"
+        with open(partial, "ab") as f:
+            f.write(b'{"annotation": {"image_id": 6, "categ')  # a block torn by the kill
+        with self.assertRaisesRegex(InputError, r"missing shards \[1, 2\] of 3 \(interrupted, rerun them: \[1\]\)"):
+            merge_shards(killed, 3)
+        self.assertFalse(os.path.exists(os.path.join(killed, "pseudo_labels.json")))
+        write_shards(killed, 11, 3)  # the rerun
+        self.assertFalse(os.path.exists(partial))
+        lines = list(iter_shard(shard_path(killed, 1, 3)))
+        self.assertEqual([x["image"]["id"] for x in lines if "image" in x], [4, 5, 6, 7])
+        self.assertEqual(self.merged(killed)[0], self.merged(reference)[0])
+
+    def test_partial_from_other_settings_is_started_over(self):
+        path = shard_path(self.dir, 0, 1)
+        writer = ShardWriter(path, header(3, 1, 0, teacher_sha256="old"))
+        writer.add({"id": 0, "file_name": "0.jpg", "height": 4, "width": 4}, "no_match", [])
+        writer.close()
+        self.assertEqual(ShardWriter(path, header(3, 1, 0)).done, {})
+
+    def test_merge_refuses_foreign_and_missing_shards(self):
+        write_shards(self.dir, 6, 2)
+        foreign = shard_path(self.dir, 1, 2)
+        os.remove(foreign)
+        with self.assertRaisesRegex(InputError, r"missing shards \[1\] of 2; nothing was merged"):
+            merge_shards(self.dir)
+        writer = ShardWriter(foreign, header(6, 2, 1, teacher_sha256="other"))
+        writer.add({"id": 3, "file_name": "3.jpg", "height": 4, "width": 4}, "no_match", [])
+        writer.finish()
+        with self.assertRaisesRegex(InputError, r"shard-00001-of-00002.jsonl: foreign shard: its \['teacher_sha256'\] differ"):
+            merge_shards(self.dir)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "pseudo_labels.json")))
+        write_shards(os.path.join(self.dir, "x"), 6, 3)
+        with self.assertRaisesRegex(InputError, "no finished shard"):
+            merge_shards(os.path.join(self.dir, "nothing"))
+
+    def test_a_failed_merge_keeps_the_previous_output(self):
+        write_shards(self.dir, 6, 2)
+        before, _ = self.merged(self.dir)
+        os.remove(shard_path(self.dir, 0, 2))
+        with self.assertRaises(InputError):
+            merge_shards(self.dir, 2)
+        self.assertEqual(self.merged_file(), before)
+
+    def merged_file(self):
+        with open(os.path.join(self.dir, "pseudo_labels.json")) as f:
+            return json.load(f)
+
+
+class TestEncodePseudoAnnotations(unittest.TestCase):
+    def test_rle_box_area_and_empty_masks_dropped(self):
+        masks = np.zeros((3, 6, 8), dtype=bool)
+        masks[0, 1:4, 2:7] = True
+        masks[2, 5, 0] = True
+        annotations, dropped = encode_pseudo_annotations(9, masks, [3, 7, 7], [0.75, 0.5, 0.25], ["cat", "dog", "puppy"])
+        self.assertEqual(dropped, 1)
+        self.assertEqual([a["word"] for a in annotations], ["cat", "puppy"])
+        first = annotations[0]
+        self.assertEqual(first["bbox"], [2.0, 1.0, 5.0, 3.0])
+        self.assertEqual(first["area"], 15)
+        self.assertEqual((first["image_id"], first["category_id"], first["score"], first["iscrowd"]), (9, 3, 0.75, 0))
+        decoded = mask_util.decode({"size": first["segmentation"]["size"], "counts": first["segmentation"]["counts"].encode()})
+        self.assertTrue(np.array_equal(decoded.astype(bool), masks[0]))
+        json.dumps(annotations)  # plain JSON types
+        self.assertEqual(encode_pseudo_annotations(1, np.zeros((0, 6, 8), bool), [], [], []), ([], 0))
+
+
+if __name__ == "__main__":
+    unittest.main()

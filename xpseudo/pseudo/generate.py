@@ -1,0 +1,159 @@
+"""Write one shard of pseudo labels for a registered captioned dataset (stage 3 of XPM, offline)."""
+import hashlib
+import json
+import logging
+import os
+from typing import Iterator, List, Optional
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from tqdm import tqdm
+
+from xpseudo.utils.io import InputError
+
+from .annotations import encode_pseudo_annotations
+from .labeler import PseudoLabeler
+from .shards import ShardWriter, shard_bounds, shard_path
+
+logger = logging.getLogger(__name__)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def captioned_records(dataset_name: str) -> List[dict]:
+    """The dataset's records, in catalog order; every one must carry ``captions``."""
+    records = DatasetCatalog.get(dataset_name)
+    for record in records:
+        if "captions" not in record:
+            source = MetadataCatalog.get(dataset_name).get("json_file") or dataset_name
+            raise InputError(source, f"image {record.get('image_id')} of {dataset_name!r} has no captions: pseudo-labeling needs a captioned dataset")
+    return records
+
+
+def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dict], num_shards: int) -> dict:
+    """What the labels depend on; every shard of one run carries the same (the merge checks it)."""
+    weights = cfg.MODEL.WEIGHTS
+    config = cfg.clone()
+    config.defrost()
+    config.OUTPUT_DIR = ""  # where a run writes does not change its labels
+    ids = [r["image_id"] for r in records]
+    info = {
+        "teacher_weights": weights,
+        "teacher_sha256": file_sha256(weights) if weights and os.path.isfile(weights) else None,
+        "config": config.dump(),
+        "dataset": dataset_name,
+        "num_images": len(records),
+        "image_ids_sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest(),
+        "categories": [{"id": i, "name": c.name} for i, c in zip(labeler.dataset_ids, labeler.vocabulary)],
+        "classes": cfg.XPM.PSEUDO_LABELS.CLASSES,
+        "wanted_classes": [labeler.vocabulary[i].name for i in sorted(labeler.wanted)],
+        "selection": {
+            "top_k": labeler.selection.top_k,
+            "min_score": labeler.selection.min_score,
+            "deduplicate": labeler.selection.deduplicate,
+            "score_temperature": labeler.selection.temperature,
+            "refine_boxes": labeler.refine_boxes,
+            "mask_threshold": labeler.mask_threshold,
+        },
+        "num_shards": num_shards,
+    }
+    return json.loads(json.dumps(info))  # JSON types only, so it compares equal to a shard's header
+
+
+class _ShardImages(torch.utils.data.Dataset):
+    """Decoded, resized images of a slice; images whose captions name no wanted class are not read."""
+
+    def __init__(self, records, labeler: PseudoLabeler, cfg):
+        self.records, self.labeler = records, labeler
+        self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        self.format = cfg.INPUT.FORMAT
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index):
+        record = self.records[index]
+        classes, phrases = self.labeler.caption_words(record["captions"])
+        item = {"record": record, "word_classes": classes, "words": phrases}
+        if not classes:
+            return item
+        try:
+            image = utils.read_image(record["file_name"], format=self.format)
+        except Exception as e:  # any unreadable file is counted, never fatal
+            item["error"] = f"{type(e).__name__}: {e}"
+            return item
+        height, width = image.shape[:2]
+        resized = self.resize.get_transform(image).apply_image(image)
+        item.update(image=torch.as_tensor(resized.transpose(2, 0, 1).copy()), height=height, width=width)
+        return item
+
+
+def image_entry(record: dict, image_root: str, height: Optional[int] = None, width: Optional[int] = None) -> dict:
+    file_name = record["file_name"]
+    if image_root and os.path.isabs(file_name):
+        file_name = os.path.relpath(file_name, image_root)
+    return {"id": record["image_id"], "file_name": file_name, "height": height or record.get("height"), "width": width or record.get("width")}
+
+
+def iterate_batches(dataset: _ShardImages, batch_size: int, num_workers: int) -> Iterator[List[dict]]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
+    yield from loader
+
+
+def generate_shard(cfg, labeler: PseudoLabeler, dataset_name: str, output_dir: str, num_shards: int, shard_index: int,
+                   records: Optional[List[dict]] = None) -> dict:
+    """Write shard ``shard_index`` of ``num_shards`` to OUTPUT/shards/ (skipped when it is already
+    finished; continued when a previous run was interrupted). Returns the shard's counts."""
+    records = records if records is not None else captioned_records(dataset_name)
+    start, end = shard_bounds(len(records), num_shards, shard_index)
+    path = shard_path(output_dir, shard_index, num_shards)
+    header = {"provenance": provenance(cfg, labeler, dataset_name, records, num_shards),
+              "shard": {"index": shard_index, "count": num_shards, "start": start, "end": end}}
+    if os.path.exists(path):
+        with open(path) as f:
+            if json.loads(f.readline()).get("header") == header:
+                logger.info(f"{path} is finished; skipped")
+                return {}
+        raise InputError(path, "a finished shard written with other settings is in the way; use another --output or delete it")
+    writer = ShardWriter(path, header)
+    image_root = MetadataCatalog.get(dataset_name).get("image_root", "")
+    todo = [r for r in records[start:end] if r["image_id"] not in writer.done]
+    batch_size = cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH
+    try:
+        with tqdm(total=end - start, initial=end - start - len(todo), desc=f"shard {shard_index}/{num_shards}", unit="img") as bar:
+            for batch in iterate_batches(_ShardImages(todo, labeler, cfg), batch_size, cfg.DATALOADER.NUM_WORKERS):
+                ready = [x for x in batch if "image" in x]
+                outputs = iter(labeler(ready) if ready else [])
+                for item in batch:
+                    _write_item(writer, item, outputs if "image" in item else None, labeler, image_root)
+                bar.update(len(batch))
+        return writer.finish()
+    finally:
+        writer.close()
+
+
+def _write_item(writer: ShardWriter, item: dict, outputs, labeler: PseudoLabeler, image_root: str) -> None:
+    record = item["record"]
+    if "error" in item:
+        logger.warning(f"unreadable image {record['file_name']} (id {record['image_id']}): {item['error']}")
+        writer.add(image_entry(record, image_root), "unreadable", [])
+        return
+    if outputs is None:
+        writer.add(image_entry(record, image_root), "no_match", [])
+        return
+    instances = next(outputs).to("cpu")
+    category_ids = [labeler.dataset_ids[c] for c in instances.pred_classes.tolist()]
+    words = [item["words"][w] for w in instances.word_index.tolist()]
+    annotations, empty = encode_pseudo_annotations(
+        record["image_id"], instances.pred_masks.numpy(), category_ids, instances.scores.tolist(), words
+    )
+    entry = image_entry(record, image_root, item["height"], item["width"])
+    writer.add(entry, "labeled" if annotations else "unlabeled", annotations, empty)

@@ -1,0 +1,234 @@
+"""Pseudo-label shards: deterministic slices of a dataset, written resumably, merged into one file.
+
+A shard file is JSON lines:
+    {"header": {"provenance": {...}, "shard": {"index", "count", "start", "end"}}}
+    {"annotation": {...}}  ... the annotations of one image, then that image's line:
+    {"image": {"id", "file_name", "height", "width"}, "status": ..., "annotations": n, "empty_masks": m}
+    ...
+    {"footer": {"counts": {...}, "started": t, "finished": t}}
+While being written it is ``<name>.partial``; every image's block is flushed whole, so after a kill
+the rerun keeps the complete blocks, drops a torn tail, and continues with the next image. The
+footer is written and the file renamed to its final name only when the slice is done.
+"""
+import json
+import logging
+import os
+import re
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from xpseudo.utils.io import InputError, atomic_write, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ("labeled", "unlabeled", "no_match", "unreadable")
+# labeled: at least one pseudo annotation; unlabeled: words matched but no pair survived the
+# thresholds or every mask was empty; no_match: no caption names a wanted class; unreadable: the
+# image file could not be read or decoded (logged).
+_SHARD_NAME = re.compile(r"^shard-(\d{5})-of-(\d{5})\.jsonl$")
+
+
+def shard_bounds(num_items: int, num_shards: int, index: int) -> Tuple[int, int]:
+    """[start, end) of shard ``index``: contiguous slices in dataset order, sizes differing by at
+    most one, so concatenating shards 0..N-1 gives the dataset order back."""
+    if num_shards < 1:
+        raise ValueError(f"the number of shards must be >= 1, got {num_shards}")
+    if not 0 <= index < num_shards:
+        raise ValueError(f"shard index {index} is outside 0..{num_shards - 1}")
+    if num_shards > num_items:
+        raise ValueError(f"{num_shards} shards for {num_items} images: every shard needs at least one image")
+    size, extra = divmod(num_items, num_shards)
+    start = index * size + min(index, extra)
+    return start, start + size + (1 if index < extra else 0)
+
+
+def shard_path(output_dir: str, index: int, count: int) -> str:
+    return os.path.join(output_dir, "shards", f"shard-{index:05d}-of-{count:05d}.jsonl")
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+class ShardWriter:
+    """Writes one shard; resumes its ``.partial`` file when the header matches."""
+
+    def __init__(self, path: str, header: dict):
+        self.path, self.partial, self.header = path, path + ".partial", header
+        self.done: Dict[int, dict] = {}  # image id -> its image line, for images already written
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        keep = self._recover() if os.path.exists(self.partial) else 0
+        self._file = open(self.partial, "r+b" if keep else "wb")
+        if keep:
+            self._file.truncate(keep)
+            self._file.seek(keep)
+            logger.info(f"{self.partial}: resuming after {len(self.done)} images")
+        else:
+            self._write([{"header": header}])
+        self.started = time.time()
+
+    def _recover(self) -> int:
+        """Read a previous partial file; return the byte offset after its last complete image block
+        (0: start over)."""
+        offset, keep = 0, 0
+        done = {}
+        with open(self.partial, "rb") as f:
+            for number, raw in enumerate(f):
+                offset += len(raw)
+                if not raw.endswith(b"\n"):
+                    break  # torn last line
+                try:
+                    line = json.loads(raw)
+                except json.JSONDecodeError:
+                    break
+                if number == 0:
+                    if line.get("header") != self.header:
+                        logger.warning(f"{self.partial}: written with other settings; starting the shard over")
+                        return 0
+                    keep = offset
+                elif "image" in line:
+                    done[line["image"]["id"]] = line
+                    keep = offset
+        self.done = done
+        return keep
+
+    def _write(self, lines: List[dict]) -> None:
+        self._file.write("".join(_dumps(x) + "\n" for x in lines).encode())
+        self._file.flush()
+
+    def add(self, image: dict, status: str, annotations: List[dict], empty_masks: int = 0) -> None:
+        """Write one image's block: its annotations, then its image line."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        line = {"image": image, "status": status, "annotations": len(annotations), "empty_masks": empty_masks}
+        self._write([{"annotation": a} for a in annotations] + [line])
+        self.done[image["id"]] = line
+
+    def finish(self) -> dict:
+        """Write the footer and give the shard its final name; returns its counts."""
+        counts = count_images(self.done.values())
+        self._write([{"footer": {"counts": counts, "started": self.started, "finished": time.time()}}])
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.partial, self.path)
+        return counts
+
+    def close(self) -> None:
+        """Stop without finishing (the partial file stays for a resume)."""
+        if not self._file.closed:
+            self._file.close()
+
+
+def count_images(image_lines) -> dict:
+    counts = {"images": 0, **{s: 0 for s in STATUSES}, "annotations": 0, "empty_masks": 0}
+    for line in image_lines:
+        counts["images"] += 1
+        counts[line["status"]] += 1
+        counts["annotations"] += line["annotations"]
+        counts["empty_masks"] += line["empty_masks"]
+    return counts
+
+
+def iter_shard(path: str) -> Iterator[dict]:
+    """The lines of a finished shard file, parsed; a malformed line is an error naming the file."""
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                yield json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise InputError(path, f"line {number} is not JSON ({e.msg}); delete the shard and rerun it") from e
+
+
+def _read_header_and_footer(path: str) -> Tuple[dict, Optional[dict]]:
+    header = footer = None
+    for line in iter_shard(path):
+        if header is None:
+            header = line.get("header")
+            if header is None:
+                raise InputError(path, "first line is not a shard header")
+        if "footer" in line:
+            footer = line["footer"]
+    return header, footer
+
+
+def find_shards(output_dir: str) -> Dict[int, List[str]]:
+    """Shard count -> finished shard files in DIR/shards."""
+    found: Dict[int, List[str]] = {}
+    directory = os.path.join(output_dir, "shards")
+    for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+        match = _SHARD_NAME.match(name)
+        if match:
+            found.setdefault(int(match.group(2)), []).append(os.path.join(directory, name))
+    return found
+
+
+def merge_shards(output_dir: str, num_shards: Optional[int] = None) -> dict:
+    """Check the N shards in DIR/shards and write DIR/pseudo_labels.json (COCO instances with the
+    labeled images, all categories, numbered annotations) and DIR/provenance.json. Returns the
+    provenance written."""
+    found = find_shards(output_dir)
+    if num_shards is None:
+        if len(found) != 1:
+            what = f"shards of {len(found)} different counts {sorted(found)}" if found else "no finished shard"
+            raise InputError(os.path.join(output_dir, "shards"), f"{what}; pass the number of shards to merge")
+        num_shards = next(iter(found))
+    paths = [shard_path(output_dir, i, num_shards) for i in range(num_shards)]
+    missing = [i for i, p in enumerate(paths) if not os.path.exists(p)]
+    if missing:
+        partial = [i for i in missing if os.path.exists(paths[i] + ".partial")]
+        raise InputError(
+            os.path.join(output_dir, "shards"),
+            f"missing shards {missing} of {num_shards}" + (f" (interrupted, rerun them: {partial})" if partial else "")
+            + "; nothing was merged",
+        )
+    headers, footers = [], []
+    for path in paths:
+        header, footer = _read_header_and_footer(path)
+        if footer is None:
+            raise InputError(path, "has no footer: the shard is incomplete; delete it and rerun it")
+        headers.append(header)
+        footers.append(footer)
+    reference = headers[0]["provenance"]
+    end = 0
+    for index, (path, header) in enumerate(zip(paths, headers)):
+        differ = sorted(k for k in set(reference) | set(header["provenance"]) if reference.get(k) != header["provenance"].get(k))
+        if differ:
+            raise InputError(path, f"foreign shard: its {differ} differ from those of {paths[0]}; nothing was merged")
+        shard = header["shard"]
+        if (shard["index"], shard["count"], shard["start"]) != (index, num_shards, end):
+            raise InputError(path, f"shard header {shard} does not continue the slices before it (expected index {index} starting at {end})")
+        end = shard["end"]
+    if end != reference["num_images"]:
+        raise InputError(paths[-1], f"shards cover {end} images, the dataset has {reference['num_images']}")
+
+    output = os.path.join(output_dir, "pseudo_labels.json")
+    with atomic_write(output) as f:
+        f.write('{"info":' + _dumps({"description": "xpseudo pseudo labels", "provenance": "provenance.json"}))
+        f.write(',"categories":' + _dumps(reference["categories"]) + ',"images":[')
+        first = True
+        for path in paths:
+            for line in iter_shard(path):
+                if line.get("status") == "labeled":
+                    f.write(("" if first else ",") + _dumps(line["image"]))
+                    first = False
+        f.write('],"annotations":[')
+        next_id = 1
+        for path in paths:
+            for line in iter_shard(path):
+                if "annotation" in line:
+                    f.write(("" if next_id == 1 else ",") + _dumps({"id": next_id, **line["annotation"]}))
+                    next_id += 1
+        f.write("]}\n")
+    totals = count_images([])
+    for footer in footers:
+        for key, value in footer["counts"].items():
+            totals[key] = totals.get(key, 0) + value
+    provenance = {
+        **reference,
+        "counts": totals,
+        "shards": [{"index": h["shard"]["index"], "start": h["shard"]["start"], "end": h["shard"]["end"], **ft} for h, ft in zip(headers, footers)],
+        "merged": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "output": "pseudo_labels.json",
+    }
+    atomic_write_json(os.path.join(output_dir, "provenance.json"), provenance, indent=2)
+    return provenance
