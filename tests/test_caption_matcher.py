@@ -84,6 +84,17 @@ class TestCaptionMatcher(unittest.TestCase):
         vocabulary = Vocabulary.from_names(["glass", "glasses"])
         self.assertEqual(matched_names(CaptionMatcher(vocabulary), "glasses"), [("glasses", "glasses")])
 
+    def test_blockers_use_up_their_words(self):
+        # COCO's split drops "hot dog", but its words must not turn into a "dog"
+        vocabulary = Vocabulary.from_names(["dog", "table", "light"])
+        plain = CaptionMatcher(vocabulary)
+        blocked = CaptionMatcher(vocabulary, blockers=["hot dog", "traffic light", "dog"])
+        caption = "Two hot dogs on a table next to a dog under a traffic light."
+        self.assertEqual(matched_names(plain, caption), [("dog", "dogs"), ("table", "table"), ("dog", "dog"), ("light", "light")])
+        # a blocker never shadows a class's own name ("dog" stays a class)
+        self.assertEqual(matched_names(blocked, caption), [("table", "table"), ("dog", "dog")])
+        self.assertEqual(blocked.classes_in([caption, "hot dogs"]), [0, 1])
+
 
 class TestCaptionStatsTool(unittest.TestCase):
     def test_counts_images_per_class(self):

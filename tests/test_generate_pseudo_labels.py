@@ -4,6 +4,7 @@ import tempfile
 import unittest
 from unittest import mock
 
+import cv2
 import numpy as np
 
 from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2, run_script
@@ -123,6 +124,12 @@ class TestGeneratePseudoLabels(unittest.TestCase):
                             "--split", os.path.join(self.tmp.name, "shapes/split.json"), "--json-out", os.path.join(one, "eval.json"))
         with open(os.path.join(one, "eval.json")) as f:
             self.assertIn("AP50_novel", json.load(f)["segm"])
+        vis = os.path.join(one, "vis")
+        result = run_script("tools/visualize_pseudo_labels.py", "--pseudo", os.path.join(one, "pseudo_labels.json"),
+                            "--image-root", os.path.join(self.tmp.name, "shapes/images/train"), "--output", vis, "--num", "2", "--scale", "2")
+        self.assertIn("wrote 2 images", result.stdout)
+        drawn = cv2.imread(os.path.join(vis, a["images"][0]["file_name"]))
+        self.assertEqual(drawn.shape, (192, 192, 3))
         # a rerun finds everything finished and rewrites the same merge
         self.run_tool("--output", one)
         self.assertEqual(self.load(one), a)

@@ -10,6 +10,7 @@ if HAS_DETECTRON2:
 
     from xpseudo.data import register_ovis_dataset
     from xpseudo.data.builtin import register_all_builtin
+    from xpseudo.text import Vocabulary
     from xpseudo.utils.io import InputError
 
 
@@ -33,6 +34,15 @@ class TestBuiltinDatasets(unittest.TestCase):
         coco = MetadataCatalog.get("coco_ovis_val")
         self.assertEqual((len(coco.thing_classes), len(coco.base_class_ids), len(coco.novel_class_ids)), (65, 48, 17))
         self.assertEqual(coco.evaluator_type, "ovis")
+
+    def test_coco_captions_match_all_80_classes_and_keep_the_split(self):
+        from xpseudo.modeling.vocabulary import dataset_caption_matcher
+
+        matcher = dataset_caption_matcher("coco_ovis_train_captions")
+        self.assertEqual(len(Vocabulary.from_file(MetadataCatalog.get("coco_ovis_train_captions").caption_vocabulary_file)), 80)
+        names = matcher.vocabulary.names
+        found = [names[m.class_index] for m in matcher.find("A hot dog and a teddy bear next to a dog and a bear on a couch.")]
+        self.assertEqual(found, ["dog", "bear", "couch"])
 
     def test_generalized_and_constrained_metadata(self):
         meta = MetadataCatalog.get("shapes_val")

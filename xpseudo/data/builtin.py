@@ -23,11 +23,12 @@ def _family(prefix: str, train_images: str, val_images: str, annotations: str, f
     }
 
 
-# family -> (split file, vocabulary file, {name: dataset arguments relative to the root})
+# family -> (split file, vocabulary file, caption vocabulary file, {name: dataset arguments relative to the root})
 _BUILTIN = {
     "shapes": (
         "shapes_split.json",
         "shapes_vocabulary.json",
+        None,
         _family("shapes", "shapes/images/train", "shapes/images/val", "shapes/annotations", dict(
             train_base="instances_train_base.json", train_captions="captions_train.json",
             train_all="instances_train_all.json", val="instances_val.json",
@@ -36,6 +37,7 @@ _BUILTIN = {
     "coco_ovis": (
         "coco_ovis_split.json",
         "coco_ovis_vocabulary.json",
+        "coco_vocabulary.json",  # all 80 COCO classes: see datasets/README.md
         _family("coco_ovis", "coco/train2017", "coco/val2017", "coco/annotations/ovis", dict(
             train_base="instances_train2017_base.json", train_captions="captions_train2017.json",
             train_all="instances_train2017_all.json", val="instances_val2017.json",
@@ -52,7 +54,7 @@ def register_all_builtin(root: Optional[str] = None) -> None:
     """Register every builtin dataset under ``root`` (default $DETECTRON2_DATASETS). Calling it again
     with another root re-registers them there."""
     root = datasets_root() if root is None else root
-    for split_file, vocabulary_file, datasets in _BUILTIN.values():
+    for split_file, vocabulary_file, caption_vocabulary_file, datasets in _BUILTIN.values():
         for name, arguments in datasets.items():
             arguments = dict(arguments)
             for key in ("image_root", "instances_json", "captions_json"):
@@ -62,6 +64,7 @@ def register_all_builtin(root: Optional[str] = None) -> None:
                 name,
                 split_file=metadata_file(split_file),
                 vocabulary_file=metadata_file(vocabulary_file),
+                caption_vocabulary_file=metadata_file(caption_vocabulary_file) if caption_vocabulary_file else None,
                 replace=True,
                 **arguments,
             )

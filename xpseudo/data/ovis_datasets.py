@@ -32,6 +32,7 @@ def register_ovis_dataset(
     captions_json: Optional[str] = None,
     vocabulary_file: Optional[str] = None,
     restrict_to: Optional[str] = None,
+    caption_vocabulary_file: Optional[str] = None,
     replace: bool = False,
 ):
     """Register ``name`` in DatasetCatalog/MetadataCatalog and return its metadata.
@@ -46,6 +47,9 @@ def register_ovis_dataset(
         vocabulary_file: categories (with synonyms) as ``xpseudo.text.Vocabulary`` reads them.
         restrict_to: "base" or "novel": the constrained setting, where classes and annotations are
             limited to one split.
+        caption_vocabulary_file: a vocabulary that includes classes outside this dataset; captions
+            are matched against all of it and mentions of the other classes dropped (COCO's 80
+            classes keep "hot dog" from counting as the split's "dog").
         replace: re-register a name that is registered with other arguments (otherwise an error).
             Registering again with the same arguments is always harmless.
     """
@@ -78,6 +82,7 @@ def register_ovis_dataset(
         split_file=split_file,
         vocabulary_file=vocabulary_file or instances_json,
         restricted_to=restrict_to,
+        caption_vocabulary_file=caption_vocabulary_file,
     )
     if name in DatasetCatalog.list():
         existing = MetadataCatalog.get(name).as_dict()

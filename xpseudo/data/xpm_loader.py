@@ -42,9 +42,9 @@ def caption_records(
 
 @functools.lru_cache(maxsize=2)
 def _grounding_data(dataset_names: Tuple[str, ...], mode: str, min_count: int, max_words: int, files: Tuple):
-    from xpseudo.modeling.vocabulary import dataset_vocabulary
+    from xpseudo.modeling.vocabulary import dataset_caption_matcher
 
-    matcher = CaptionMatcher(dataset_vocabulary(dataset_names[0]))
+    matcher = dataset_caption_matcher(dataset_names[0])
     return caption_records(dataset_names, matcher, mode, min_count, max_words)
 
 

@@ -1,6 +1,7 @@
 """The vocabulary of a registered dataset and the text-embedding provider a config describes."""
 from detectron2.data import MetadataCatalog
 
+from xpseudo.text.caption_matcher import CaptionMatcher
 from xpseudo.text.embedding_cache import ClassEmbeddingProvider
 from xpseudo.text.vocabulary import Vocabulary
 
@@ -15,6 +16,18 @@ def dataset_vocabulary(dataset_name: str) -> Vocabulary:
         return Vocabulary.from_names(classes)
     vocabulary = Vocabulary.from_file(source)
     return Vocabulary([vocabulary[vocabulary.index(name)] for name in classes], source=source)
+
+
+def dataset_caption_matcher(dataset_name: str) -> CaptionMatcher:
+    """Matches captions to the dataset's classes; names of the other classes of its
+    ``caption_vocabulary_file`` (if any) are blockers (see CaptionMatcher)."""
+    vocabulary = dataset_vocabulary(dataset_name)
+    source = MetadataCatalog.get(dataset_name).get("caption_vocabulary_file")
+    blockers = []
+    if source:
+        own = set(vocabulary.names)
+        blockers = [n for c in Vocabulary.from_file(source) if c.name not in own for n in c.names]
+    return CaptionMatcher(vocabulary, blockers=blockers)
 
 
 def build_embedding_provider(cfg) -> ClassEmbeddingProvider:

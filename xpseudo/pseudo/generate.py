@@ -53,6 +53,7 @@ def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dic
         "num_images": len(records),
         "image_ids_sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest(),
         "categories": [{"id": i, "name": c.name} for i, c in zip(labeler.dataset_ids, labeler.vocabulary)],
+        "caption_vocabulary_file": MetadataCatalog.get(dataset_name).get("caption_vocabulary_file"),
         "classes": cfg.XPM.PSEUDO_LABELS.CLASSES,
         "wanted_classes": [labeler.vocabulary[i].name for i in sorted(labeler.wanted)],
         "selection": {

@@ -1,5 +1,5 @@
 """The cross-modal pseudo-labeler: a trained teacher and an image's caption words -> pseudo instances."""
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.data import MetadataCatalog
@@ -28,6 +28,7 @@ class PseudoLabeler:
         model,
         vocabulary: Vocabulary,
         wanted_classes: Sequence[int],
+        matcher: Optional[CaptionMatcher] = None,
         selection: SelectionConfig = SelectionConfig(),
         refine_boxes: bool = False,
         mask_threshold: float = 0.5,
@@ -38,7 +39,7 @@ class PseudoLabeler:
         self.model = model
         self.dataset_ids = list(dataset_ids) if dataset_ids is not None else vocabulary.ids
         self.vocabulary = vocabulary
-        self.matcher = CaptionMatcher(vocabulary)
+        self.matcher = matcher or CaptionMatcher(vocabulary)
         self.wanted = frozenset(wanted_classes)
         self.selection, self.refine_boxes, self.mask_threshold = selection, refine_boxes, mask_threshold
         model.set_vocabulary(vocabulary, "the pseudo-label vocabulary")
@@ -46,7 +47,7 @@ class PseudoLabeler:
 
     @classmethod
     def from_config(cls, cfg, model, dataset_name: str) -> "PseudoLabeler":
-        from xpseudo.modeling.vocabulary import dataset_vocabulary
+        from xpseudo.modeling.vocabulary import dataset_caption_matcher, dataset_vocabulary
 
         options = cfg.XPM.PSEUDO_LABELS
         vocabulary = dataset_vocabulary(dataset_name)
@@ -61,6 +62,7 @@ class PseudoLabeler:
             model,
             vocabulary,
             [vocabulary.index(n) for n in names],
+            dataset_caption_matcher(dataset_name),
             SelectionConfig(options.TOP_K, options.MIN_SCORE, options.DEDUPLICATE, options.SCORE_TEMPERATURE),
             options.REFINE_BOXES,
             options.MASK_THRESHOLD,

@@ -1,0 +1,84 @@
+#!/usr/bin/env python
+"""Benchmarks whose goals are stated as ratios measured in one run.
+
+    # pseudo-labeling throughput / the teacher's plain inference throughput (goal >= 0.9), and the
+    # peak memory of pseudo-labeling at two dataset sizes (goal: flat)
+    python tools/benchmark.py --task pseudo-label --config-file configs/shapes/xpm_teacher_R18_FPN.yaml \\
+        --dataset shapes_train_captions --num-images 200 --memory-sizes 100,800 MODEL.WEIGHTS out/t/model_final.pth
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+import torch
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, choices=("pseudo-label",))
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--dataset", help="captioned dataset (default: the config's first XPM.CAPTION_DATASETS)")
+    parser.add_argument("--num-images", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes of each path; the fastest counts")
+    parser.add_argument("--memory-sizes", default="100,800", help="dataset sizes for the peak-memory runs ('' to skip)")
+    parser.add_argument("--json-out", help="write the results here too")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    return parser.parse_args(argv)
+
+
+def build(args):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    import xpseudo.data.builtin  # noqa: F401
+    import xpseudo.modeling  # noqa: F401
+    from xpseudo.config import add_xpseudo_config
+    from xpseudo.pseudo.generate import captioned_records
+    from xpseudo.pseudo.labeler import PseudoLabeler
+
+    cfg = get_cfg()
+    add_xpseudo_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    model = build_model(cfg)
+    if cfg.MODEL.WEIGHTS:
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    dataset = args.dataset or cfg.XPM.CAPTION_DATASETS[0]
+    return cfg, PseudoLabeler.from_config(cfg, model, dataset), dataset, captioned_records(dataset)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.getLogger("xpseudo").setLevel(logging.WARNING)
+    torch.set_grad_enabled(False)
+    from xpseudo.benchmarks import pseudo_labels
+
+    cfg, labeler, dataset, records = build(args)
+    if args.memory_child is not None:
+        print(json.dumps(pseudo_labels.peak_memory_child(cfg, labeler, dataset, records, args.memory_child)))
+        return 0
+    result = {"task": args.task, "device": cfg.MODEL.DEVICE, "torch_threads": torch.get_num_threads(),
+              **pseudo_labels.throughput(cfg, labeler, dataset, records, args.num_images, args.repeats)}
+    print(f"plain inference: {result['plain_inference_images_per_s']:.2f} images/s")
+    print(f"pseudo-labeling: {result['pseudo_label_images_per_s']:.2f} images/s")
+    print(f"ratio (pseudo-labeling / inference): {result['ratio']:.3f}  (goal >= 0.9)")
+    sizes = [int(s) for s in args.memory_sizes.split(",") if s]
+    if sizes:
+        argv = [os.path.abspath(__file__), *[a for a in (argv if argv is not None else sys.argv[1:])]]
+        result["memory"] = pseudo_labels.peak_memory_by_size(argv, sizes)
+        for m in result["memory"]:
+            print(f"peak memory, {m['images']} images: {m['max_rss_mb']:.0f} MB resident, {m['python_heap_peak_mb']:.1f} MB Python heap")
+    if args.json_out:
+        from xpseudo.utils.io import atomic_write_json
+
+        atomic_write_json(args.json_out, result, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

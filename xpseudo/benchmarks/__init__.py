@@ -1,0 +1,1 @@
+"""Measurements behind tools/benchmark.py (each module one task; all need detectron2)."""
