@@ -1,4 +1,12 @@
-"""Loss math on plain tensors (no detectron2): caption grounding, and later the noise-aware losses."""
+"""Loss math on plain tensors (no detectron2): caption grounding and noise-aware distillation."""
 from .grounding import grounding_loss, image_caption_scores
+from .noise_aware import WEIGHTINGS, noise_aware_mask_loss, pseudo_loss_weights, sigma_from_log_variance
 
-__all__ = ["grounding_loss", "image_caption_scores"]
+__all__ = [
+    "grounding_loss",
+    "image_caption_scores",
+    "WEIGHTINGS",
+    "noise_aware_mask_loss",
+    "pseudo_loss_weights",
+    "sigma_from_log_variance",
+]

@@ -1,0 +1,60 @@
+"""Noise-aware mask distillation (stage 4 of XPM; plain torch, no detectron2).
+
+The student's mask head predicts logits mu and a per-pixel log-variance s (sigma = exp(s / 2)).
+On a pseudo mask, the loss is BCE on sampled logits mu + sigma * eps, eps ~ N(0, 1), taken as the
+negative log of the likelihood averaged over T samples (the aleatoric loss of Kendall & Gal). With
+T = 1 that is plain BCE on one sampled logit, whose expectation only grows with sigma (softplus is
+convex), so sigma would learn nothing; with T > 1, where the pseudo mask is likely wrong the head
+can raise sigma instead of bending mu to fit it. The mean
+sigma of a pseudo object also says how much to trust its class and box, which re-weights those
+losses: per object (default) or, as in the authors' release, one scalar per batch.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+WEIGHTINGS = ("object", "batch")
+
+
+def sigma_from_log_variance(log_variance: torch.Tensor) -> torch.Tensor:
+    return torch.exp(0.5 * log_variance)
+
+
+def noise_aware_mask_loss(
+    logits: torch.Tensor,
+    log_variance: torch.Tensor,
+    targets: torch.Tensor,
+    num_samples: int = 8,
+    noise: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Per-instance mean over pixels of -log(mean_t p(target | logits + sigma * eps_t)) for
+    N x H x W inputs; returns N losses. ``noise`` (T x N x H x W) defaults to fresh N(0, 1)
+    samples, ``num_samples`` of them (pass it to make the loss deterministic). Gradients reach
+    both the logits and the log-variance."""
+    if noise is None:
+        noise = torch.randn((num_samples,) + tuple(logits.shape), dtype=logits.dtype, device=logits.device)
+    sampled = logits[None] + sigma_from_log_variance(log_variance)[None] * noise
+    targets = targets.to(logits.dtype)[None].expand_as(sampled)
+    log_likelihood = -F.binary_cross_entropy_with_logits(sampled, targets, reduction="none")
+    log_mean = torch.logsumexp(log_likelihood, dim=0) - math.log(sampled.shape[0])
+    return -log_mean.flatten(1).mean(1)
+
+
+def pseudo_loss_weights(log_variance: torch.Tensor, mode: str = "object", scale: float = 1.0) -> torch.Tensor:
+    """Weights for the classification and box losses of N pseudo objects from their N x H x W mask
+    log-variances, detached (they scale losses, they are not trained through).
+
+    - "object": w_i = scale / mean(sigma_i), each object by its own uncertainty;
+    - "batch": w = scale / mean(sigma over all the pseudo objects' pixels), the same for all
+      (the authors' release, with scale c = 0.01).
+    """
+    if mode not in WEIGHTINGS:
+        raise ValueError(f"pseudo loss weighting must be one of {WEIGHTINGS}, got {mode!r}")
+    sigma = sigma_from_log_variance(log_variance.detach()).flatten(1)
+    if sigma.shape[0] == 0:
+        return sigma.new_zeros(0)
+    if mode == "object":
+        return scale / sigma.mean(1)
+    return (scale / sigma.mean()).expand(sigma.shape[0]).clone()
