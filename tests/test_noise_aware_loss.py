@@ -48,28 +48,30 @@ class TestNoiseAwareMaskLoss(unittest.TestCase):
 
 
 class TestPseudoLossWeights(unittest.TestCase):
-    def setUp(self):
-        # object 0: sigma 1 everywhere; object 1: sigma 2 on half its pixels, 4 on the other half
-        self.log_variance = torch.stack([
-            torch.zeros(2, 2),
-            torch.log(torch.tensor([[4.0, 4.0], [16.0, 16.0]])),
-        ])
+    # four instances: two proposals on object 7 (mean sigma 1 and 3), one on object 2 (2), one on 9 (4)
+    sigma = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    objects = torch.tensor([7, 2, 7, 9])
 
-    def test_per_object(self):
-        self.assertTrue(sigma_from_log_variance(self.log_variance)[1].equal(torch.tensor([[2.0, 2.0], [4.0, 4.0]])))
-        weights = pseudo_loss_weights(self.log_variance, "object", scale=0.5)
-        self.assertTrue(torch.allclose(weights, torch.tensor([0.5 / 1.0, 0.5 / 3.0])))
+    def test_per_object_averages_the_instances_of_an_object(self):
+        weights = pseudo_loss_weights(self.sigma, self.objects, "object", scale=0.5)
+        self.assertTrue(torch.allclose(weights, torch.tensor([0.5 / 2, 0.5 / 2, 0.5 / 2, 0.5 / 4])))
+        alone = pseudo_loss_weights(self.sigma, None, "object", scale=1.0)
+        self.assertTrue(torch.allclose(alone, 1 / self.sigma))
 
     def test_batch_scalar(self):
-        weights = pseudo_loss_weights(self.log_variance, "batch", scale=0.01)
-        self.assertTrue(torch.allclose(weights, torch.full((2,), 0.01 / 2.0)))  # mean sigma = (1*4 + 2*2 + 4*2) / 8
+        weights = pseudo_loss_weights(self.sigma, self.objects, "batch", scale=0.01)
+        self.assertTrue(torch.allclose(weights, torch.full((4,), 0.01 / 2.5)))
+
+    def test_mean_sigma_of_a_log_variance_map(self):
+        log_variance = torch.log(torch.tensor([[4.0, 4.0], [16.0, 16.0]]))  # sigma 2 and 4
+        self.assertEqual(sigma_from_log_variance(log_variance).mean().item(), 3.0)
 
     def test_detached_empty_and_bad_mode(self):
-        log_variance = self.log_variance.clone().requires_grad_(True)
-        self.assertFalse(pseudo_loss_weights(log_variance).requires_grad)
-        self.assertEqual(pseudo_loss_weights(torch.zeros(0, 4, 4), "batch").shape, (0,))
+        sigma = self.sigma.clone().requires_grad_(True)
+        self.assertFalse(pseudo_loss_weights(sigma, self.objects).requires_grad)
+        self.assertEqual(pseudo_loss_weights(torch.zeros(0), None, "batch").shape, (0,))
         with self.assertRaisesRegex(ValueError, "must be one of"):
-            pseudo_loss_weights(self.log_variance, "pixel")
+            pseudo_loss_weights(self.sigma, None, "pixel")
 
 
 if __name__ == "__main__":

@@ -43,12 +43,39 @@ def add_xpseudo_config(cfg):
     # at most this many distinct words per image, class words first
     cfg.MODEL.XPM.GROUNDING.MAX_WORDS = 16
 
+    # --- robust student (stage 4 of XPM) ---
+    cfg.MODEL.XPM.STUDENT = CN()
+    # mask loss on pseudo instances: True = noise-aware (sampled logits mu + sigma * eps), False =
+    # plain BCE like ground truth (the ablation)
+    cfg.MODEL.XPM.STUDENT.NOISE_AWARE = True
+    # samples of eps averaged in the likelihood (1 = BCE on one sampled logit; sigma then learns nothing)
+    cfg.MODEL.XPM.STUDENT.NUM_SAMPLES = 8
+    # iteration after which the sigma branch stops training (-1: never)
+    cfg.MODEL.XPM.STUDENT.SIGMA_FREEZE_ITER = -1
+    # initial log-variance of the sigma branch (sigma = exp(SIGMA_INIT / 2))
+    cfg.MODEL.XPM.STUDENT.SIGMA_INIT = -2.0
+    # re-weighting of pseudo objects' classification and box losses by their mask uncertainty:
+    # "object" (WEIGHT_SCALE / the object's mean sigma), "batch" (WEIGHT_SCALE / the batch's mean
+    # sigma; the authors' release, with WEIGHT_SCALE 0.01) or "none"
+    cfg.MODEL.XPM.STUDENT.WEIGHTING = "object"
+    cfg.MODEL.XPM.STUDENT.WEIGHT_SCALE = 0.5
+    # extra factor on every pseudo object's classification and box losses
+    cfg.MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT = 1.0
+    # the authors freeze the backbone and the RPN in this stage
+    cfg.MODEL.XPM.STUDENT.FREEZE_BACKBONE = False
+    cfg.MODEL.XPM.STUDENT.FREEZE_RPN = False
+
     cfg.XPM = CN()
     # Caption-only datasets trained alongside DATASETS.TRAIN (which holds the annotated ones).
     cfg.XPM.CAPTION_DATASETS = ()
     # Caption images per batch across all workers, in addition to SOLVER.IMS_PER_BATCH annotated ones
     # (each batch holds both kinds, so every iteration has detection and grounding losses).
     cfg.XPM.CAPTION_IMS_PER_BATCH = 4
+    # The student's pseudo labels (pseudo_labels.json of tools/generate_pseudo_labels.py): registered
+    # at start-up as dataset XPM.PSEUDO_DATASET and merged image by image into DATASETS.TRAIN, every
+    # instance from it flagged as pseudo. Empty: no pseudo labels (the teacher).
+    cfg.XPM.PSEUDO_LABELS_FILE = ""
+    cfg.XPM.PSEUDO_DATASET = "xpm_pseudo_labels"
 
     # --- cross-modal pseudo-labeling (stage 3 of XPM; tools/generate_pseudo_labels.py) ---
     cfg.XPM.PSEUDO_LABELS = CN()

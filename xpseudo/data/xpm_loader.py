@@ -70,9 +70,15 @@ class MixedBatches:
 
 
 def build_xpm_train_loader(cfg, mapper=None):
-    """detectron2's train loader over DATASETS.TRAIN (SOLVER.IMS_PER_BATCH images a batch), joined,
-    when grounding is on, by one over XPM.CAPTION_DATASETS (XPM.CAPTION_IMS_PER_BATCH a batch)."""
-    annotated = build_detection_train_loader(cfg, mapper=mapper or DatasetMapper(cfg, True))
+    """detectron2's train loader over DATASETS.TRAIN (SOLVER.IMS_PER_BATCH images a batch; merged
+    with XPM.PSEUDO_LABELS_FILE for the student), joined, when grounding is on, by one over
+    XPM.CAPTION_DATASETS (XPM.CAPTION_IMS_PER_BATCH a batch)."""
+    if cfg.XPM.PSEUDO_LABELS_FILE:
+        from .pseudo_dataset import PseudoAwareDatasetMapper, student_train_records
+
+        annotated = build_detection_train_loader(cfg, dataset=student_train_records(cfg), mapper=mapper or PseudoAwareDatasetMapper(cfg, True))
+    else:
+        annotated = build_detection_train_loader(cfg, mapper=mapper or DatasetMapper(cfg, True))
     if not cfg.MODEL.XPM.GROUNDING.ENABLED or not cfg.XPM.CAPTION_DATASETS:
         return annotated
     _, records = grounding_data(cfg)

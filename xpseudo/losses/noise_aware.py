@@ -42,19 +42,29 @@ def noise_aware_mask_loss(
     return -log_mean.flatten(1).mean(1)
 
 
-def pseudo_loss_weights(log_variance: torch.Tensor, mode: str = "object", scale: float = 1.0) -> torch.Tensor:
-    """Weights for the classification and box losses of N pseudo objects from their N x H x W mask
-    log-variances, detached (they scale losses, they are not trained through).
+def pseudo_loss_weights(
+    mean_sigma: torch.Tensor, objects: Optional[torch.Tensor] = None, mode: str = "object", scale: float = 1.0
+) -> torch.Tensor:
+    """Weights for the classification and box losses of N pseudo instances (proposals matched to
+    pseudo objects), from each instance's mean mask sigma; detached (they scale losses, they are
+    not trained through).
 
-    - "object": w_i = scale / mean(sigma_i), each object by its own uncertainty;
-    - "batch": w = scale / mean(sigma over all the pseudo objects' pixels), the same for all
-      (the authors' release, with scale c = 0.01).
+    - "object": w = scale / (mean sigma of the instance's object), averaging over all instances of
+      one object (``objects`` gives each instance's object id; None: every instance its own);
+    - "batch": w = scale / (mean sigma over all N), the same for all (the authors' release, with
+      scale c = 0.01).
+    Instances have the same number of mask pixels, so these are means over pixels too.
     """
     if mode not in WEIGHTINGS:
         raise ValueError(f"pseudo loss weighting must be one of {WEIGHTINGS}, got {mode!r}")
-    sigma = sigma_from_log_variance(log_variance.detach()).flatten(1)
-    if sigma.shape[0] == 0:
-        return sigma.new_zeros(0)
-    if mode == "object":
-        return scale / sigma.mean(1)
-    return (scale / sigma.mean()).expand(sigma.shape[0]).clone()
+    mean_sigma = mean_sigma.detach()
+    if mean_sigma.numel() == 0:
+        return mean_sigma.new_zeros(0)
+    if mode == "batch":
+        return (scale / mean_sigma.mean()).expand(mean_sigma.shape[0]).clone()
+    if objects is None:
+        return scale / mean_sigma
+    ids, inverse = torch.unique(objects, return_inverse=True)
+    sums = mean_sigma.new_zeros(len(ids)).index_add_(0, inverse, mean_sigma)
+    counts = mean_sigma.new_zeros(len(ids)).index_add_(0, inverse, torch.ones_like(mean_sigma))
+    return scale / (sums / counts)[inverse]

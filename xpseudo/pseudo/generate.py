@@ -3,6 +3,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from typing import Iterator, List, Optional
 
 import torch
@@ -129,7 +130,10 @@ def generate_shard(cfg, labeler: PseudoLabeler, dataset_name: str, output_dir: s
     todo = [r for r in records[start:end] if r["image_id"] not in writer.done]
     batch_size = cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH
     try:
-        with tqdm(total=end - start, initial=end - start - len(todo), desc=f"shard {shard_index}/{num_shards}", unit="img") as bar:
+        # in a log file (a batch job) a bar line every 30 s, not every batch
+        interval = 0.1 if sys.stderr.isatty() else 30
+        with tqdm(total=end - start, initial=end - start - len(todo), desc=f"shard {shard_index}/{num_shards}", unit="img",
+                  mininterval=interval) as bar:
             for batch in iterate_batches(_ShardImages(todo, labeler, cfg), batch_size, cfg.DATALOADER.NUM_WORKERS):
                 ready = [x for x in batch if "image" in x]
                 outputs = iter(labeler(ready) if ready else [])

@@ -1,0 +1,196 @@
+import copy
+import json
+import os
+import tempfile
+import unittest
+
+import numpy as np
+
+from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2
+
+if HAS_DETECTRON2:
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.structures import BitMasks, Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    import xpseudo.modeling  # noqa: F401
+    from xpseudo.config import add_xpseudo_config
+    from xpseudo.data.builtin import register_all_builtin
+    from xpseudo.data.pseudo_dataset import check_pseudo_label_file, merge_pseudo_labels
+    from xpseudo.text import Vocabulary, save_text_embeddings
+    from xpseudo.utils.io import InputError
+
+SHAPES = ["circle", "square", "triangle", "hexagon", "ring", "star", "cross", "crescent"]
+
+
+def student_cfg(embeddings, **overrides):
+    cfg = get_cfg()
+    add_xpseudo_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO, "configs/shapes/xpm_student_R18_FPN.yaml"))
+    cfg.MODEL.XPM.TEXT_EMBEDDINGS = embeddings
+    cfg.MODEL.XPM.EMBEDDING_DIM = 32
+    cfg.merge_from_list([x for kv in overrides.items() for x in kv])
+    return cfg
+
+
+def image_with(classes, pseudo, size=96):
+    instances = Instances((size, size))
+    boxes = torch.tensor([[8.0 + 22 * i, 10.0, 28.0 + 22 * i, 44.0] for i in range(len(classes))]).reshape(-1, 4)
+    masks = torch.zeros(len(classes), size, size, dtype=torch.bool)
+    for i, b in enumerate(boxes.long()):
+        masks[i, b[1] : b[3], b[0] : b[2]] = True
+    instances.gt_boxes = Boxes(boxes)
+    instances.gt_classes = torch.tensor(classes, dtype=torch.long)
+    instances.gt_masks = BitMasks(masks)
+    instances.gt_pseudo = torch.tensor(pseudo, dtype=torch.bool)
+    return {"image": torch.rand(3, size, size) * 255, "height": size, "width": size, "instances": instances}
+
+
+@requires_detectron2
+class TestXPMStudent(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        make_shapes(os.path.join(cls.tmp.name, "shapes"), num_train=8, num_val=2, image_size=96)
+        register_all_builtin(cls.tmp.name)
+        cls.embeddings = os.path.join(cls.tmp.name, "emb.npy")
+        save_text_embeddings(cls.embeddings, np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32),
+                             Vocabulary.from_names(SHAPES), model="test")
+
+    @classmethod
+    def tearDownClass(cls):
+        register_all_builtin()
+        cls.tmp.cleanup()
+
+    def batch(self):
+        return [image_with([0, 6, 5], [False, True, True]), image_with([], []), image_with([7, 2], [True, False])]
+
+    def test_forward_backward_mixing_gt_pseudo_and_empty_images(self):
+        torch.manual_seed(0)
+        model = build_model(student_cfg(self.embeddings))
+        model.train()
+        self.assertEqual(model.roi_heads.num_classes, 8)  # trained on all classes
+        with EventStorage() as storage:
+            losses = model(self.batch())
+            self.assertEqual(set(losses), {"loss_rpn_cls", "loss_rpn_loc", "loss_cls", "loss_box_reg", "loss_mask"})
+            self.assertTrue(all(torch.isfinite(v) for v in losses.values()))
+            sum(losses.values()).backward()
+            self.assertIn("noise_aware/pseudo_sigma", storage.latest())
+            self.assertIn("noise_aware/gt_sigma", storage.latest())
+        self.assertGreater(model.roi_heads.mask_head.sigma[3].weight.grad.abs().sum().item(), 0)
+        self.assertGreater(model.roi_heads.box_predictor.projection.weight.grad.abs().sum().item(), 0)
+        # the sigma branch sees detached features: the mask tower gets no gradient through sigma
+        model.zero_grad()
+        with EventStorage():
+            logits, log_variance = model.roi_heads.mask_head.layers(torch.rand(3, 64, 14, 14, requires_grad=True))
+            log_variance.sum().backward()
+        self.assertIsNone(model.roi_heads.mask_head.mask_fcn1.weight.grad)
+
+    def test_sigma_branch_frozen_after_the_configured_iteration(self):
+        torch.manual_seed(0)
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.SIGMA_FREEZE_ITER": 2}))
+        model.train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9, weight_decay=1e-4)
+        sigma_weights, other = [], []
+        with EventStorage() as storage:
+            for iteration in range(4):
+                storage.iter = iteration
+                optimizer.zero_grad(set_to_none=True)  # detectron2's SimpleTrainer does the same
+                sum(model(self.batch()).values()).backward()
+                optimizer.step()
+                sigma_weights.append(copy.deepcopy(model.roi_heads.mask_head.sigma[3].weight.detach()))
+                other.append(copy.deepcopy(model.roi_heads.mask_head.predictor.weight.detach()))
+        self.assertFalse(torch.equal(sigma_weights[0], sigma_weights[1]))  # trains before iteration 2
+        self.assertTrue(torch.equal(sigma_weights[1], sigma_weights[2]))  # then stops, momentum too
+        self.assertTrue(torch.equal(sigma_weights[2], sigma_weights[3]))
+        self.assertFalse(torch.equal(other[2], other[3]))  # the rest keeps training
+
+    def test_pseudo_proposal_weights(self):
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHT_SCALE": 0.5}))
+        heads = model.roi_heads
+        # image 0: proposals on GT object 0, pseudo object 1 (twice: sigma 1 and 3), background
+        # image 1: pseudo object 0 (sigma 4)
+        p0 = Instances((10, 10), gt_classes=torch.tensor([2, 6, 6, 8]), gt_pseudo=torch.tensor([False, True, True, True]),
+                       gt_object=torch.tensor([0, 1, 1, 1]), mask_sigma=torch.tensor([0.5, 1.0, 3.0, float("nan")]))
+        p1 = Instances((10, 10), gt_classes=torch.tensor([5]), gt_pseudo=torch.tensor([True]),
+                       gt_object=torch.tensor([0]), mask_sigma=torch.tensor([4.0]))
+        with EventStorage():
+            self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1]), torch.tensor([1, 0.25, 0.25, 1, 0.125])))
+            heads.weighting, heads.weight_scale = "batch", 0.01  # mean sigma of the pseudo proposals: (1 + 3 + 4) / 3
+            self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1]), torch.tensor([1, 0.00375, 0.00375, 1, 0.00375])))
+            heads.weighting, heads.pseudo_weight = "none", 0.3
+            self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1]), torch.tensor([1, 0.3, 0.3, 1, 0.3])))
+
+    def test_plain_bce_ablation_and_frozen_backbone(self):
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.NOISE_AWARE": False,
+                                                            "MODEL.XPM.STUDENT.FREEZE_BACKBONE": True, "MODEL.XPM.STUDENT.FREEZE_RPN": True}))
+        model.train()
+        self.assertFalse(model.backbone.training)
+        with EventStorage():
+            sum(model(self.batch()).values()).backward()
+        self.assertIsNone(model.roi_heads.mask_head.sigma[3].weight.grad)  # sigma unused without the noise-aware loss
+        self.assertTrue(all(p.grad is None for p in model.backbone.parameters()))
+        self.assertTrue(all(p.grad is None for p in model.proposal_generator.parameters()))
+
+
+@requires_detectron2
+class TestPseudoLabelFile(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.root = self.tmp.name
+        import cv2
+        cv2.imwrite(os.path.join(self.root, "a.png"), np.zeros((6, 8, 3), np.uint8))
+        self.good = {
+            "images": [{"id": 1, "file_name": "a.png", "height": 6, "width": 8}],
+            "categories": [{"id": 6, "name": "star"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 6, "segmentation": {"size": [6, 8], "counts": "<1"},
+                             "bbox": [0, 0, 1, 1], "area": 6, "iscrowd": 0, "score": 0.9, "word": "star"}],
+        }
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def check(self, data):
+        path = os.path.join(self.root, "pl.json")
+        with open(path, "w") as f:
+            json.dump(data, f)
+        check_pseudo_label_file(path, self.root)
+
+    def test_good_file_and_clear_errors(self):
+        import pycocotools.mask as mask_util
+
+        mask = np.zeros((6, 8), np.uint8, order="F")
+        mask[1:3, 2:5] = 1
+        rle = mask_util.encode(mask)
+        self.good["annotations"][0]["segmentation"] = {"size": [6, 8], "counts": rle["counts"].decode()}
+        self.check(self.good)
+        bad = copy.deepcopy(self.good)
+        bad["annotations"][0]["category_id"] = 99
+        with self.assertRaisesRegex(InputError, r"pl.json: annotations\[0\] \(id 1\): category_id 99 is not among the categories"):
+            self.check(bad)
+        bad = copy.deepcopy(self.good)
+        bad["annotations"][0]["segmentation"]["counts"] = "zzzz"
+        with self.assertRaisesRegex(InputError, r"annotations\[0\] \(id 1\): (RLE counts do not decode|unreadable RLE)"):
+            self.check(bad)
+        bad = copy.deepcopy(self.good)
+        bad["annotations"][0]["segmentation"]["size"] = [7, 8]
+        with self.assertRaisesRegex(InputError, "size \\[6, 8\\] of its image"):
+            self.check(bad)
+        bad = copy.deepcopy(self.good)
+        bad["images"][0]["file_name"] = "missing.png"
+        with self.assertRaisesRegex(InputError, r"images\[0\] \(id 1\): image file .*missing.png does not exist"):
+            self.check(bad)
+
+    def test_merge_by_image(self):
+        gt = [{"file_name": "a", "annotations": [{"category_id": 0}]}, {"file_name": "b", "annotations": []}]
+        pseudo = [{"file_name": "b", "annotations": [{"category_id": 5}]}, {"file_name": "c", "annotations": [{"category_id": 6}]}]
+        merged = merge_pseudo_labels(gt, pseudo)
+        self.assertEqual([r["file_name"] for r in merged], ["a", "b", "c"])
+        self.assertEqual([[(a["category_id"], a["pseudo"]) for a in r["annotations"]] for r in merged],
+                         [[(0, False)], [(5, True)], [(6, True)]])
+
+
+if __name__ == "__main__":
+    unittest.main()

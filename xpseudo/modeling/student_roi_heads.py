@@ -1,0 +1,117 @@
+"""ROI heads of the XPM student: pseudo objects' class and box losses weighted by mask uncertainty."""
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling import ROI_HEADS_REGISTRY
+from detectron2.structures import Instances
+from detectron2.utils.events import get_event_storage
+from fvcore.nn import smooth_l1_loss
+
+from xpseudo.losses.noise_aware import WEIGHTINGS, pseudo_loss_weights
+
+from .roi_heads import OpenVocabROIHeads
+
+WEIGHTING_CHOICES = WEIGHTINGS + ("none",)
+
+
+@ROI_HEADS_REGISTRY.register()
+class StudentROIHeads(OpenVocabROIHeads):
+    """OpenVocabROIHeads for training on ground truth plus pseudo labels (``gt_pseudo`` on the
+    targets). The mask head runs first, so each foreground proposal of a pseudo object has its
+    predicted mean sigma (``mask_sigma``, from ``NoiseAwareMaskHead``) before the box losses: a
+    pseudo proposal's classification and box losses are multiplied by
+    ``pseudo_weight * w(sigma)`` (``xpseudo.losses.pseudo_loss_weights``; "none": w = 1).
+    Ground-truth and background proposals keep weight 1. Inference is OpenVocabROIHeads'."""
+
+    @configurable
+    def __init__(self, *, weighting: str = "object", weight_scale: float = 1.0, pseudo_weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if weighting not in WEIGHTING_CHOICES:
+            raise ValueError(f"MODEL.XPM.STUDENT.WEIGHTING must be one of {WEIGHTING_CHOICES}, got {weighting!r}")
+        predictor = self.box_predictor
+        if predictor.box_reg_loss_type != "smooth_l1" or predictor.use_sigmoid_ce or predictor.use_fed_loss:
+            raise ValueError("the student's weighted box losses support softmax classification and smooth_l1 box regression only")
+        self.weighting, self.weight_scale, self.pseudo_weight = weighting, weight_scale, pseudo_weight
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        student = cfg.MODEL.XPM.STUDENT
+        ret.update(weighting=student.WEIGHTING, weight_scale=student.WEIGHT_SCALE, pseudo_weight=student.PSEUDO_LOSS_WEIGHT)
+        return ret
+
+    def forward(self, images, features, proposals, targets=None):
+        if not self.training:
+            return super().forward(images, features, proposals, targets)
+        for image_targets in targets:  # object ids, so proposals of one object share its weight
+            image_targets.gt_object = torch.arange(len(image_targets), device=image_targets.gt_classes.device)
+            if not image_targets.has("gt_pseudo"):
+                image_targets.gt_pseudo = torch.zeros(len(image_targets), dtype=torch.bool, device=image_targets.gt_classes.device)
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        del targets
+        losses = self._forward_student_mask(features, proposals)
+        losses.update(self._weighted_box_losses(features, proposals))
+        return proposals, losses
+
+    def _forward_student_mask(self, features: Dict[str, torch.Tensor], proposals: List[Instances]) -> Dict[str, torch.Tensor]:
+        """Mask losses on the foreground proposals; their ``mask_sigma`` is copied back onto
+        ``proposals`` (NaN for background)."""
+        foreground = [(p.gt_classes >= 0) & (p.gt_classes != self.num_classes) for p in proposals]
+        instances = [p[f] for p, f in zip(proposals, foreground)]
+        pooled = self.mask_pooler([features[f] for f in self.mask_in_features], [x.proposal_boxes for x in instances])
+        losses = self.mask_head(pooled, instances)
+        for p, f, x in zip(proposals, foreground, instances):
+            sigma = torch.full((len(p),), float("nan"), device=p.gt_classes.device)
+            if x.has("mask_sigma"):
+                sigma[f] = x.mask_sigma
+            p.mask_sigma = sigma
+        return losses
+
+    def proposal_weights(self, proposals: List[Instances]) -> torch.Tensor:
+        """One loss weight per sampled proposal (see the class docstring)."""
+        weights = torch.ones(sum(len(p) for p in proposals), device=self.box_predictor.projection.weight.device)
+        if not proposals:
+            return weights
+        gt_classes = cat([p.gt_classes for p in proposals])
+        pseudo = cat([_field(p, "gt_pseudo", torch.bool) for p in proposals]) & (gt_classes >= 0) & (gt_classes != self.num_classes)
+        if not pseudo.any():
+            return weights
+        if self.weighting == "none":
+            weights[pseudo] = self.pseudo_weight
+        else:
+            # object ids unique across the batch: image index * (largest id + 1) + id
+            ids = [_field(p, "gt_object", torch.long) for p in proposals]
+            stride = max(int(x.max()) + 1 if len(x) else 1 for x in ids)
+            objects = cat([x + i * stride for i, x in enumerate(ids)])
+            sigma = cat([p.mask_sigma for p in proposals])
+            weights[pseudo] = self.pseudo_weight * pseudo_loss_weights(sigma[pseudo], objects[pseudo], self.weighting, self.weight_scale)
+        get_event_storage().put_scalar("noise_aware/pseudo_box_weight", weights[pseudo].mean().item())
+        return weights
+
+    def _weighted_box_losses(self, features: Dict[str, torch.Tensor], proposals: List[Instances]) -> Dict[str, torch.Tensor]:
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], [x.proposal_boxes for x in proposals])
+        scores, deltas = self.box_predictor(self.box_head(pooled))
+        del pooled
+        weights = self.proposal_weights(proposals)
+        gt_classes = cat([p.gt_classes for p in proposals])
+        num = max(gt_classes.numel(), 1)  # detectron2 normalises both losses by all sampled proposals
+        loss_cls = (F.cross_entropy(scores, gt_classes, reduction="none") * weights).sum() / num
+        foreground = (gt_classes >= 0) & (gt_classes != self.num_classes)
+        predictor = self.box_predictor
+        proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals])
+        gt_boxes = cat([(p.gt_boxes if p.has("gt_boxes") else p.proposal_boxes).tensor for p in proposals])
+        target_deltas = predictor.box2box_transform.get_deltas(proposal_boxes[foreground], gt_boxes[foreground])
+        per_box = smooth_l1_loss(deltas[foreground], target_deltas, predictor.smooth_l1_beta, reduction="none").sum(1)
+        loss_box_reg = (per_box * weights[foreground]).sum() / num
+        weight = predictor.loss_weight
+        return {"loss_cls": loss_cls * weight.get("loss_cls", 1.0), "loss_box_reg": loss_box_reg * weight.get("loss_box_reg", 1.0)}
+
+
+def _field(proposals: Instances, name: str, dtype) -> torch.Tensor:
+    """A gt field of sampled proposals; images without targets have none (all background)."""
+    if proposals.has(name):
+        return proposals.get(name)
+    return torch.zeros(len(proposals), dtype=dtype, device=proposals.gt_classes.device)
