@@ -41,8 +41,15 @@ class TestTextEmbeddings(unittest.TestCase):
         self.assertEqual(class_prompts(self.vocabulary[0], ["a {}.", "the {}"], True), ["a circle.", "the circle", "a disk.", "the disk", "a disc.", "the disc"])
 
     def test_seeded_random_init_is_reproducible(self):
+        import torch
+
+        torch.manual_seed(123)
+        expected_next = torch.rand(3)
+        torch.manual_seed(123)
         again = compute_text_embeddings(self.vocabulary, model_name="RN50", pretrained="none", seed=0)
         np.testing.assert_array_equal(again, self.embed())
+        # building the seeded encoder leaves the caller's random stream where it was
+        self.assertTrue(torch.equal(torch.rand(3), expected_next))
 
     def test_save_load_and_refuse_mismatch(self):
         path = os.path.join(self.tmp.name, "emb.npy")

@@ -5,6 +5,9 @@
     # peak memory of pseudo-labeling at two dataset sizes (goal: flat)
     python tools/benchmark.py --task pseudo-label --config-file configs/shapes/xpm_teacher_R18_FPN.yaml \\
         --dataset shapes_train_captions --num-images 200 --memory-sizes 100,800 MODEL.WEIGHTS out/t/model_final.pth
+    # a student training step / a plain detectron2 Mask R-CNN step on the same batches (goal <= 1.2)
+    python tools/benchmark.py --task student-step --config-file configs/shapes/xpm_student_R18_FPN.yaml \
+        --steps 20 XPM.PSEUDO_LABELS_FILE out/pl/pseudo_labels.json
 """
 import argparse
 import json
@@ -17,12 +20,13 @@ import torch
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=("pseudo-label",))
+    parser.add_argument("--task", required=True, choices=("pseudo-label", "student-step"))
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--dataset", help="captioned dataset (default: the config's first XPM.CAPTION_DATASETS)")
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2, help="timed passes of each path; the fastest counts")
     parser.add_argument("--memory-sizes", default="100,800", help="dataset sizes for the peak-memory runs ('' to skip)")
+    parser.add_argument("--steps", type=int, default=20, help="student-step: timed training steps of each model")
     parser.add_argument("--json-out", help="write the results here too")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
@@ -55,13 +59,50 @@ def build(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.getLogger("xpseudo").setLevel(logging.WARNING)
+    if args.task == "student-step":
+        result = student_step(args)
+    else:
+        result = pseudo_label(args, argv)
+    if args.json_out:
+        from xpseudo.utils.io import atomic_write_json
+
+        atomic_write_json(args.json_out, result, indent=2)
+    return 0
+
+
+def student_step(args) -> dict:
+    from detectron2.config import get_cfg
+
+    import xpseudo.data.builtin  # noqa: F401
+    import xpseudo.modeling  # noqa: F401
+    from xpseudo.benchmarks.student_step import compare
+    from xpseudo.config import add_xpseudo_config
+    from xpseudo.data.xpm_loader import build_xpm_train_loader
+    from xpseudo.modeling.vocabulary import dataset_vocabulary
+
+    cfg = get_cfg()
+    add_xpseudo_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.MODEL.WEIGHTS = ""  # step time does not depend on the weights
+    cfg.freeze()
+    num_classes = len(dataset_vocabulary(cfg.DATASETS.TRAIN[0]))
+    result = {"task": args.task, "device": cfg.MODEL.DEVICE, "torch_threads": torch.get_num_threads(),
+              **compare(cfg, build_xpm_train_loader(cfg), num_classes, steps=args.steps)}
+    print(f"plain Mask R-CNN step: {result['plain_step_s'] * 1000:.0f} ms, student step: {result['student_step_s'] * 1000:.0f} ms "
+          f"({result['images_per_batch']} images, median of {result['steps']})")
+    print(f"ratio (student / plain): {result['ratio']:.3f}  (goal <= 1.2)")
+    return result
+
+
+def pseudo_label(args, argv) -> dict:
     torch.set_grad_enabled(False)
     from xpseudo.benchmarks import pseudo_labels
 
     cfg, labeler, dataset, records = build(args)
     if args.memory_child is not None:
         print(json.dumps(pseudo_labels.peak_memory_child(cfg, labeler, dataset, records, args.memory_child)))
-        return 0
+        sys.exit(0)
     result = {"task": args.task, "device": cfg.MODEL.DEVICE, "torch_threads": torch.get_num_threads(),
               **pseudo_labels.throughput(cfg, labeler, dataset, records, args.num_images, args.repeats)}
     print(f"plain inference: {result['plain_inference_images_per_s']:.2f} images/s")
@@ -73,11 +114,7 @@ def main(argv=None) -> int:
         result["memory"] = pseudo_labels.peak_memory_by_size(argv, sizes)
         for m in result["memory"]:
             print(f"peak memory, {m['images']} images: {m['max_rss_mb']:.0f} MB resident, {m['python_heap_peak_mb']:.1f} MB Python heap")
-    if args.json_out:
-        from xpseudo.utils.io import atomic_write_json
-
-        atomic_write_json(args.json_out, result, indent=2)
-    return 0
+    return result
 
 
 if __name__ == "__main__":

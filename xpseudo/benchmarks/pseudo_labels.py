@@ -74,7 +74,8 @@ def peak_memory_by_size(argv: List[str], sizes: List[int]) -> List[dict]:
     """Re-run this benchmark in a child process per size (so peaks do not mix)."""
     results = []
     for size in sizes:
-        out = subprocess.run([sys.executable, *argv, "--memory-child", str(size)], capture_output=True, text=True,
+        # the option goes before the trailing KEY VALUE overrides, which take the rest of the line
+        out = subprocess.run([sys.executable, argv[0], "--memory-child", str(size), *argv[1:]], capture_output=True, text=True,
                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if out.returncode != 0:
             raise RuntimeError(f"memory run for {size} images failed:\n{out.stderr[-3000:]}")

@@ -42,9 +42,13 @@ def build_text_encoder(model_name: str, pretrained: Optional[str], seed: int = 0
     import torch
 
     if pretrained in (None, "", "none"):
-        pretrained = None
-        torch.manual_seed(seed)
-    model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
+        # seeded in a forked RNG: the caller's random state (a training run's) stays untouched,
+        # so results do not depend on whether the embeddings were cached
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = open_clip.create_model(model_name, pretrained=None, device=device)
+    else:
+        model = open_clip.create_model(model_name, pretrained=pretrained, device=device)
     model.eval()
     return model, open_clip.get_tokenizer(model_name)
 
