@@ -14,7 +14,6 @@ from pycocotools.cocoeval import COCOeval
 
 from xpseudo.data.split import OvisSplit
 from xpseudo.evaluation import check_detections, evaluate_by_split, load_coco_gt, load_detections
-from xpseudo.utils.io import InputError
 
 from tests.helpers import make_shapes, run_script
 

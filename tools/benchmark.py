@@ -35,19 +35,15 @@ def parse_args(argv=None):
 
 def build(args):
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
     import xpseudo.data.builtin  # noqa: F401
     import xpseudo.modeling  # noqa: F401
-    from xpseudo.config import add_xpseudo_config
+    from xpseudo.config import load_config
     from xpseudo.pseudo.generate import captioned_records
     from xpseudo.pseudo.labeler import PseudoLabeler
 
-    cfg = get_cfg()
-    add_xpseudo_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     model = build_model(cfg)
     if cfg.MODEL.WEIGHTS:
@@ -71,20 +67,15 @@ def main(argv=None) -> int:
 
 
 def student_step(args) -> dict:
-    from detectron2.config import get_cfg
 
     import xpseudo.data.builtin  # noqa: F401
     import xpseudo.modeling  # noqa: F401
     from xpseudo.benchmarks.student_step import compare
-    from xpseudo.config import add_xpseudo_config
+    from xpseudo.config import load_config
     from xpseudo.data.xpm_loader import build_xpm_train_loader
     from xpseudo.modeling.vocabulary import dataset_vocabulary
 
-    cfg = get_cfg()
-    add_xpseudo_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.WEIGHTS = ""  # step time does not depend on the weights
+    cfg = load_config(args.config_file, args.opts, **{"MODEL.WEIGHTS": ""})  # step time does not depend on the weights
     cfg.freeze()
     num_classes = len(dataset_vocabulary(cfg.DATASETS.TRAIN[0]))
     result = {"task": args.task, "device": cfg.MODEL.DEVICE, "torch_threads": torch.get_num_threads(),

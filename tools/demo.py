@@ -13,7 +13,6 @@ import os
 import sys
 
 import cv2
-from detectron2.config import get_cfg
 from detectron2.data.catalog import Metadata
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 import xpseudo.data.builtin  # noqa: F401  the config's training dataset names the model's classes
 import xpseudo.modeling  # noqa: F401
-from xpseudo.config import add_xpseudo_config
+from xpseudo.config import load_config
 from xpseudo.text import Vocabulary
 
 
@@ -46,11 +45,7 @@ def main(argv=None):
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         sys.exit(f"error: input images not found: {missing}")
-    cfg = get_cfg()
-    add_xpseudo_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg = load_config(args.config_file, args.opts, **{"MODEL.ROI_HEADS.SCORE_THRESH_TEST": args.confidence_threshold})
     cfg.freeze()
     predictor = DefaultPredictor(cfg)
     predictor.model.set_vocabulary(Vocabulary.from_names(names), "--vocabulary")

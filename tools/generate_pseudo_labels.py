@@ -42,15 +42,11 @@ def parse_args(argv=None):
 
 
 def setup(args):
-    from detectron2.config import get_cfg
     from detectron2.utils.logger import setup_logger
 
-    from xpseudo.config import add_xpseudo_config
+    from xpseudo.config import load_config
 
-    cfg = get_cfg()
-    add_xpseudo_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     os.makedirs(args.output, exist_ok=True)
     name = "log.txt" if args.shard_index is None else f"log_shard{args.shard_index}.txt"

@@ -44,18 +44,6 @@ def find_configs(config_dir: str):
     return found["teacher"], found["student"]
 
 
-def load_cfg(path: str, opts):
-    from detectron2.config import get_cfg
-
-    from xpseudo.config import add_xpseudo_config
-
-    cfg = get_cfg()
-    add_xpseudo_config(cfg)
-    cfg.merge_from_file(path)
-    cfg.merge_from_list(list(opts))
-    return cfg
-
-
 def run(step: str, args) -> None:
     print(f"\n=== {step}: {' '.join(args)}", flush=True)
     result = subprocess.run([sys.executable, *args], cwd=REPO)
@@ -112,11 +100,13 @@ def main(argv=None) -> int:
     parser.add_argument("--student-opts", nargs="*", default=[], help="overrides for the student only")
     args = parser.parse_args(argv)
 
+    from xpseudo.config import load_config
+
     teacher_cfg_file, student_cfg_file = find_configs(args.config_dir)
     output = os.path.abspath(args.output)
     teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
     teacher_opts, student_opts = [*args.opts, *args.teacher_opts], [*args.opts, *args.student_opts]
-    teacher_cfg = load_cfg(teacher_cfg_file, teacher_opts)
+    teacher_cfg = load_config(teacher_cfg_file, teacher_opts)
     ensure_data(teacher_cfg)
     train_net = os.path.join(REPO, "tools", "train_net.py")
     gpus = ["--num-gpus", str(args.num_gpus)]
@@ -135,7 +125,7 @@ def main(argv=None) -> int:
     if not os.path.exists(student_weights):
         run("student", [train_net, "--config-file", student_cfg_file, "--resume", *gpus, *student_common, "OUTPUT_DIR", student_dir])
 
-    student_cfg = load_cfg(student_cfg_file, student_common)
+    student_cfg = load_config(student_cfg_file, student_common)
     summary = {"config_dir": args.config_dir, "teacher_config": teacher_cfg_file, "student_config": student_cfg_file,
                "pseudo_labels": pseudo_labels, "results": {}}
     for role, cfg_file, cfg, directory, weights, opts in (

@@ -8,21 +8,17 @@
 import logging
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
 import xpseudo.data.builtin  # noqa: F401  registers the builtin datasets
 import xpseudo.modeling  # noqa: F401  registers the models
-from xpseudo.config import add_xpseudo_config
+from xpseudo.config import load_config
 from xpseudo.engine import XPMTrainer
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_xpseudo_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

@@ -1,5 +1,6 @@
 """xpseudo's config keys, all under cfg.MODEL.XPM and cfg.XPM."""
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
 
 def add_xpseudo_config(cfg):
@@ -93,4 +94,14 @@ def add_xpseudo_config(cfg):
     cfg.XPM.PSEUDO_LABELS.MASK_THRESHOLD = 0.5
     # images per teacher forward pass
     cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH = 4
+    return cfg
+
+
+def load_config(config_file: str, opts=(), **overrides):
+    """detectron2's defaults + xpseudo's keys, then ``config_file``, the KEY VALUE list ``opts``
+    and ``overrides`` ({"MODEL.WEIGHTS": ""}, for settings a tool imposes). Not frozen."""
+    cfg = get_cfg()
+    add_xpseudo_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts) + [x for item in overrides.items() for x in item])
     return cfg
