@@ -1,116 +1,12 @@
 #!/usr/bin/env python
-"""Pseudo-label a captioned dataset with a trained XPM teacher (stage 3), in resumable shards.
-
-    # everything in one process: all shards, then the merge
-    python tools/generate_pseudo_labels.py --config-file configs/shapes/xpm_teacher_R18_FPN.yaml \\
-        --dataset shapes_train_captions --output out/pl MODEL.WEIGHTS out/t/model_final.pth
-    # one shard per process (e.g. a job array), then the merge
-    python tools/generate_pseudo_labels.py ... --num-shards 8 --shard-index 3 MODEL.WEIGHTS W
-    python tools/generate_pseudo_labels.py --output out/pl --num-shards 8 --merge
-
-A rerun skips finished shards and continues an interrupted one. The merge writes
-OUTPUT/pseudo_labels.json (COCO instances: usable as a training dataset, and by
-tools/evaluate_ovis.py) and OUTPUT/provenance.json.
-"""
-import argparse
-import json
-import logging
+"""Pseudo-label a captioned dataset with a trained XPM teacher, in resumable shards (here or on
+Slurm); see ``--help`` and README.md. The code is in xpseudo/pseudo/cli.py."""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a clone
 
-from xpseudo.pseudo.shards import merge_shards, shard_bounds  # noqa: E402
-from xpseudo.utils.io import InputError  # noqa: E402
-
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", help="the teacher's config")
-    parser.add_argument("--dataset", help="registered captioned dataset (default: the config's first XPM.CAPTION_DATASETS)")
-    parser.add_argument("--output", required=True, help="output folder (shards/, pseudo_labels.json, provenance.json)")
-    parser.add_argument("--num-shards", type=int, default=None, help="slices of the dataset (default 1; with --merge alone: found)")
-    parser.add_argument("--shard-index", type=int, default=None, help="write this shard only (default: all, then merge)")
-    parser.add_argument("--merge", action="store_true", help="only merge the finished shards in --output")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS is required)")
-    args = parser.parse_args(argv)
-    if not args.merge and not args.config_file:
-        parser.error("--config-file is required unless --merge")
-    if args.merge and args.shard_index is not None:
-        parser.error("--merge merges all shards; drop --shard-index")
-    return args
-
-
-def setup(args):
-    from detectron2.utils.logger import setup_logger
-
-    from xpseudo.config import load_config
-
-    cfg = load_config(args.config_file, args.opts)
-    cfg.freeze()
-    os.makedirs(args.output, exist_ok=True)
-    name = "log.txt" if args.shard_index is None else f"log_shard{args.shard_index}.txt"
-    setup_logger(os.path.join(args.output, name), name="xpseudo")
-    setup_logger(os.path.join(args.output, name), name="detectron2")
-    return cfg
-
-
-def generate(args) -> None:
-    import torch
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    import xpseudo.data.builtin  # noqa: F401  registers the builtin datasets
-    import xpseudo.modeling  # noqa: F401  registers the models
-    from xpseudo.pseudo.generate import captioned_records, generate_shard
-    from xpseudo.pseudo.labeler import PseudoLabeler
-
-    cfg = setup(args)
-    if not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS):
-        raise InputError(cfg.MODEL.WEIGHTS or "MODEL.WEIGHTS", "pseudo-labeling needs the trained teacher's weights file (MODEL.WEIGHTS)")
-    dataset = args.dataset or (cfg.XPM.CAPTION_DATASETS[0] if cfg.XPM.CAPTION_DATASETS else None)
-    if not dataset:
-        raise SystemExit("no --dataset and the config has no XPM.CAPTION_DATASETS")
-    records = captioned_records(dataset)
-    num_shards = args.num_shards or 1
-    indices = range(num_shards) if args.shard_index is None else [args.shard_index]
-    for index in indices:
-        shard_bounds(len(records), num_shards, index)  # bad shard arguments fail before any work
-    model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    torch.set_grad_enabled(False)
-    labeler = PseudoLabeler.from_config(cfg, model, dataset)
-    log = logging.getLogger("xpseudo")
-    for index in indices:
-        counts = generate_shard(cfg, labeler, dataset, args.output, num_shards, index, records)
-        if counts:
-            log.info(f"shard {index} of {num_shards}: {json.dumps(counts)}")
-    if args.shard_index is None:
-        merge(args.output, num_shards)
-
-
-def merge(output: str, num_shards=None) -> None:
-    provenance = merge_shards(output, num_shards)
-    counts = provenance["counts"]
-    print(
-        f"wrote {os.path.join(output, 'pseudo_labels.json')}: {counts['annotations']} pseudo masks on {counts['labeled']} images "
-        f"({counts['no_match']} without a wanted class in their captions, {counts['unlabeled']} with no pick, "
-        f"{counts['unreadable']} unreadable) from {len(provenance['shards'])} shard(s)"
-    )
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        if args.merge:
-            merge(args.output, args.num_shards)
-        else:
-            generate(args)
-    except (InputError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+from xpseudo.pseudo.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

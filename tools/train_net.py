@@ -1,47 +1,40 @@
 #!/usr/bin/env python
-"""Train or evaluate an XPM model with detectron2.
+"""Train or evaluate an XPM model with detectron2, here or on Slurm.
 
     python tools/train_net.py --config-file configs/shapes/xpm_teacher_R18_FPN.yaml [OUTPUT_DIR out/t]
     python tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS out/t/model_final.pth [DATASETS.TEST "('shapes_val_novel',)"]
     python tools/train_net.py --config-file CFG --num-gpus 8 [--resume]
+    python tools/train_net.py --config-file CFG --slurm --nodes 2 --gpus-per-node 8 --partition P --time 4320 --job-dir J
 """
-import logging
+import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.evaluation import verify_results
+from detectron2.engine import default_argument_parser
 
-import xpseudo.data.builtin  # noqa: F401  registers the builtin datasets
-import xpseudo.modeling  # noqa: F401  registers the models
-from xpseudo.config import load_config
-from xpseudo.engine import XPMTrainer
+from xpseudo.slurm import SlurmOptionError, add_slurm_arguments
 
 
-def setup(args):
-    cfg = load_config(args.config_file, args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
-    return cfg
+def parse_args(argv=None):
+    parser = default_argument_parser()
+    add_slurm_arguments(parser)
+    return parser.parse_args(argv)
 
 
-def main(args):
-    cfg = setup(args)
-    if args.eval_only:
-        model = XPMTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        results = XPMTrainer.test(cfg, model)
-        verify_results(cfg, results)
-        return results
-    trainer = XPMTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+def invoke_main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.slurm:
+        from xpseudo.slurm.jobs import submit_training, wait_if_local
 
+        try:
+            wait_if_local(args, [submit_training(args)])
+        except SlurmOptionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    from xpseudo.engine.train_main import launch_main
 
-def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
-    logging.getLogger(__name__).info(f"Command line arguments: {args}")
-    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    launch_main(args)
+    return 0
 
 
 if __name__ == "__main__":
-    invoke_main()
+    sys.exit(invoke_main())

@@ -1,0 +1,168 @@
+"""tools/run_pipeline.py: every XPM stage in one command, here or as dependent Slurm jobs."""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+
+from xpseudo.slurm import SlurmOptionError, add_slurm_arguments
+from xpseudo.utils.io import atomic_write_json
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+USAGE = """All of XPM in one command: teacher -> pseudo labels -> student -> evaluation of both.
+
+    python tools/run_pipeline.py --config-dir configs/shapes --output out
+    python tools/run_pipeline.py --config-dir configs/coco --output out/coco --num-gpus 8 --num-shards 16
+    python tools/run_pipeline.py --config-dir configs/coco --output out/coco --num-shards 64 \\
+        --slurm --nodes 2 --gpus-per-node 8 --partition P --time 4320 --job-dir J
+
+The folder holds one xpm_teacher_*.yaml and one xpm_student_*.yaml (ablation configs, whose names
+end in a suffix such as _nogrounding, are left out). Stages write to OUTPUT/teacher,
+OUTPUT/pseudo_labels, OUTPUT/student; each is skipped when its output exists and a killed stage
+resumes (training from its last checkpoint, pseudo-labeling from its shards), so a rerun goes on
+where the last run stopped. The shapes data is generated when missing. The final table (segm and
+bbox AP / AP50 for all, base and novel classes, teacher vs student) is printed and written to
+OUTPUT/summary.json.
+
+With --slurm the stages are submitted as jobs that wait for each other (teacher -> pseudo-label
+shard array -> merge -> student -> evaluation and summary) and the command returns at once with
+the job ids (the local executor, --slurm-cluster local, has no dependencies: there the command
+waits for each stage before submitting the next).
+"""
+
+METRICS = ("AP", "AP50")
+SPLIT_KEYS = (("all", ""), ("base", "_base"), ("novel", "_novel"))
+
+
+# configs in a folder that are ablations of the main teacher/student, not stages of the pipeline
+ABLATION_SUFFIXES = ("_nogrounding", "_allwords", "_plainbce", "_batchweight")
+
+
+def find_configs(config_dir: str):
+    """The folder's teacher and student configs (exactly one each, ablations excluded)."""
+    found = {}
+    for role in ("teacher", "student"):
+        paths = sorted(glob.glob(os.path.join(config_dir, f"xpm_{role}_*.yaml")))
+        main = [p for p in paths if not p.endswith(tuple(s + ".yaml" for s in ABLATION_SUFFIXES))]
+        if len(main) != 1:
+            raise SystemExit(f"error: {config_dir} must hold one xpm_{role}_*.yaml config, found {[os.path.basename(p) for p in main]}")
+        found[role] = main[0]
+    return found["teacher"], found["student"]
+
+
+def run(step: str, args) -> None:
+    print(f"\n=== {step}: {' '.join(args)}", flush=True)
+    result = subprocess.run([sys.executable, *args], cwd=REPO)
+    if result.returncode != 0:
+        raise SystemExit(f"error: {step} failed with exit code {result.returncode}; rerun the same command to resume")
+
+
+def ensure_data(cfg) -> None:
+    """Generate the shapes data when missing; other datasets must be prepared by the user."""
+    from detectron2.data import MetadataCatalog
+
+    import xpseudo.data.builtin  # noqa: F401
+
+    train = cfg.DATASETS.TRAIN[0]
+    json_file = MetadataCatalog.get(train).get("json_file")
+    if json_file and os.path.exists(json_file):
+        return
+    if train.startswith("shapes_"):
+        run("prepare data", [os.path.join(REPO, "datasets", "prepare_shapes.py")])
+        return
+    raise SystemExit(f"error: {json_file or train} is missing; prepare the dataset first (see datasets/README.md)")
+
+
+def results_of(output_dir: str, datasets) -> dict:
+    results = {}
+    for name in datasets:
+        path = os.path.join(output_dir, "inference", name, "results.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                results[name] = json.load(f)
+    return results
+
+
+def summary_table(summary: dict) -> str:
+    columns = [(m, split, key) for m in METRICS for split, key in SPLIT_KEYS]
+    lines = []
+    for dataset, models in summary["results"].items():
+        lines.append(f"{dataset:<22}" + "".join(f"{m + ' ' + split:>12}" for m, split, _ in columns))
+        for model, tasks in models.items():
+            for task in ("segm", "bbox"):
+                values = tasks.get(task, {})
+                lines.append(f"{model + ' ' + task:<22}" + "".join(f"{values.get(m + key, float('nan')):>12.2f}" for m, _, key in columns))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-dir", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--num-gpus", type=int, default=1)
+    parser.add_argument("--num-shards", type=int, default=1, help="pseudo-label shards (run one after another here)")
+    parser.add_argument("--opts", nargs="*", default=[], help="overrides for every stage, KEY VALUE pairs")
+    parser.add_argument("--teacher-opts", nargs="*", default=[], help="overrides for the teacher only")
+    parser.add_argument("--student-opts", nargs="*", default=[], help="overrides for the student only")
+    add_slurm_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.slurm:
+        from xpseudo.slurm.jobs import wait_if_local
+        from xpseudo.slurm.pipeline_jobs import submit_pipeline
+
+        try:
+            jobs = submit_pipeline(args, [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--slurm"])
+            wait_if_local(args, jobs["summary"])
+        except SlurmOptionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+
+    from xpseudo.config import load_config
+
+    teacher_cfg_file, student_cfg_file = find_configs(args.config_dir)
+    output = os.path.abspath(args.output)
+    teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
+    teacher_opts, student_opts = [*args.opts, *args.teacher_opts], [*args.opts, *args.student_opts]
+    teacher_cfg = load_config(teacher_cfg_file, teacher_opts)
+    ensure_data(teacher_cfg)
+    train_net = os.path.join(REPO, "tools", "train_net.py")
+    gpus = ["--num-gpus", str(args.num_gpus)]
+
+    teacher_weights = os.path.join(teacher_dir, "model_final.pth")
+    if not os.path.exists(teacher_weights):
+        run("teacher", [train_net, "--config-file", teacher_cfg_file, "--resume", *gpus, *teacher_opts, "OUTPUT_DIR", teacher_dir])
+    pseudo_labels = os.path.join(labels_dir, "pseudo_labels.json")
+    if not os.path.exists(pseudo_labels):
+        dataset = teacher_cfg.XPM.CAPTION_DATASETS[0]
+        run("pseudo labels", [os.path.join(REPO, "tools", "generate_pseudo_labels.py"), "--config-file", teacher_cfg_file,
+                              "--dataset", dataset, "--output", labels_dir, "--num-shards", str(args.num_shards),
+                              *teacher_opts, "MODEL.WEIGHTS", teacher_weights])
+    student_weights = os.path.join(student_dir, "model_final.pth")
+    student_common = [*student_opts, "MODEL.WEIGHTS", teacher_weights, "XPM.PSEUDO_LABELS_FILE", pseudo_labels]
+    if not os.path.exists(student_weights):
+        run("student", [train_net, "--config-file", student_cfg_file, "--resume", *gpus, *student_common, "OUTPUT_DIR", student_dir])
+
+    student_cfg = load_config(student_cfg_file, student_common)
+    summary = {"config_dir": args.config_dir, "teacher_config": teacher_cfg_file, "student_config": student_cfg_file,
+               "pseudo_labels": pseudo_labels, "results": {}}
+    for role, cfg_file, cfg, directory, weights, opts in (
+        ("teacher", teacher_cfg_file, teacher_cfg, teacher_dir, teacher_weights, teacher_opts),
+        ("student", student_cfg_file, student_cfg, student_dir, student_weights, student_common),
+    ):
+        tests = list(cfg.DATASETS.TEST)
+        missing = [t for t in tests if t not in results_of(directory, tests)]
+        if missing:  # training evaluates at its end; this covers a run stopped after saving
+            run(f"evaluate {role}", [train_net, "--config-file", cfg_file, "--eval-only", *gpus, *opts, "MODEL.WEIGHTS", weights,
+                                     "OUTPUT_DIR", directory, "DATASETS.TEST", str(tuple(missing))])
+        for dataset, result in results_of(directory, tests).items():
+            summary["results"].setdefault(dataset, {})[role] = result
+    with open(os.path.join(labels_dir, "provenance.json")) as f:
+        summary["pseudo_label_counts"] = json.load(f)["counts"]
+    atomic_write_json(os.path.join(output, "summary.json"), summary, indent=2)
+    print("\n" + summary_table(summary))
+    print(f"\nwrote {os.path.join(output, 'summary.json')}")
+    return 0
+

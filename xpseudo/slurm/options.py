@@ -1,0 +1,120 @@
+"""Slurm flags shared by the tools, and the submitit executor they describe."""
+import argparse
+import os
+import re
+import tempfile
+from typing import Dict, Iterable, Optional
+
+CLUSTERS = ("slurm", "local", "debug")
+
+
+class SlurmOptionError(ValueError):
+    """A Slurm request that cannot be submitted (found before anything is submitted)."""
+
+
+def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Slurm (through submitit)")
+    group.add_argument("--slurm", action="store_true", help="submit instead of running here")
+    group.add_argument("--slurm-cluster", choices=CLUSTERS, default="slurm",
+                       help="submitit executor: slurm, or local (run as a local background job; what the tests use)")
+    group.add_argument("--nodes", type=int, default=1)
+    group.add_argument("--gpus-per-node", type=int, default=8)
+    group.add_argument("--partition", default=None)
+    group.add_argument("--time", type=int, default=60 * 24, help="time limit in minutes")
+    group.add_argument("--job-dir", default=None, help="submitit folder (logs, pickles); default ./slurm_jobs")
+    group.add_argument("--mem-gb", type=int, default=None, help="memory per node")
+    group.add_argument("--cpus-per-gpu", type=int, default=10)
+    group.add_argument("--constraint", default=None)
+    group.add_argument("--comment", default=None)
+    group.add_argument("--account", default=None)
+    group.add_argument("--qos", default=None)
+    group.add_argument("--array-parallelism", type=int, default=64, help="job arrays: tasks running at once")
+    group.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other submitit Slurm parameter (e.g. exclude=node7, signal_delay_s=120); "
+                            "names submitit does not know are refused")
+    group.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                       help="any sbatch option written as is into the batch file (e.g. mail-type=END)")
+
+
+def slurm_fields(args) -> Dict[str, object]:
+    """The Slurm flags of a parsed command line, to hand on to the jobs another tool submits."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_slurm_arguments(parser)
+    return {a.dest: getattr(args, a.dest) for a in parser._actions if hasattr(args, a.dest)}
+
+
+def _key_values(items: Iterable[str], flag: str) -> Dict[str, object]:
+    parsed = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SlurmOptionError(f"{flag} expects KEY=VALUE, got {item!r}")
+        parsed[key.strip()] = int(value) if re.fullmatch(r"-?\d+", value) else value
+    return parsed
+
+
+def check_job_dir(job_dir: str) -> str:
+    """Create the job folder and prove it is writable, before any submission."""
+    job_dir = os.path.abspath(job_dir)
+    try:
+        os.makedirs(job_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=job_dir, prefix=".write_test_"):
+            pass
+    except OSError as e:
+        raise SlurmOptionError(f"job dir {job_dir} is not writable: {e.strerror or e}") from e
+    return job_dir
+
+
+def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Optional[int] = None):
+    """A submitit AutoExecutor for ``args`` (flags of ``add_slurm_arguments``); every parameter is
+    checked by submitit here, so a bad one fails before anything is submitted."""
+    import submitit
+
+    job_dir = check_job_dir(args.job_dir or os.path.join(os.getcwd(), "slurm_jobs"))
+    gpus = args.gpus_per_node if gpus_per_node is None else gpus_per_node
+    parameters = dict(
+        name=name,
+        nodes=args.nodes if args.slurm_cluster == "slurm" else 1,  # a local job is one machine
+        tasks_per_node=tasks_per_node,
+        gpus_per_node=gpus,
+        cpus_per_task=max(1, args.cpus_per_gpu * max(gpus, 1) // tasks_per_node),
+        timeout_min=args.time,
+        mem_gb=args.mem_gb,
+        slurm_partition=args.partition,
+        slurm_constraint=args.constraint,
+        slurm_comment=args.comment,
+        slurm_account=args.account,
+        slurm_qos=args.qos,
+        slurm_array_parallelism=args.array_parallelism,
+        slurm_signal_delay_s=120,  # time for checkpoint() to requeue before the kill
+    )
+    parameters.update({f"slurm_{k}": v for k, v in _key_values(args.slurm_option, "--slurm-option").items()})
+    additional = _key_values(args.sbatch, "--sbatch")
+    if additional:
+        parameters["slurm_additional_parameters"] = additional
+    executor = submitit.AutoExecutor(folder=os.path.join(job_dir, "%j"), cluster=args.slurm_cluster)
+    try:
+        executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
+    except (NameError, ValueError, TypeError, AssertionError) as e:
+        raise SlurmOptionError(f"submitit refused the Slurm options: {e}") from e
+    return executor
+
+
+def dependency_on(executor, jobs) -> None:
+    """Make the executor's next submissions wait for ``jobs`` to succeed (Slurm afterok)."""
+    ids = sorted({str(job.job_id).split("_")[0] for job in jobs})  # an array is waited on as a whole
+    executor.update_parameters(slurm_additional_parameters={**executor._executor.parameters.get("additional_parameters", {}),
+                                                            "dependency": "afterok:" + ":".join(ids)})
+
+
+def job_port(job_id: str) -> int:
+    """A rendezvous port from the job id: jobs sharing a first node rarely collide."""
+    digits = re.sub(r"\D", "", str(job_id)) or "0"
+    return 15000 + int(digits) % 20000
+
+
+def print_submitted(what: str, jobs) -> None:
+    jobs = list(jobs)
+    first = jobs[0]
+    ids = first.job_id.split("_")[0] + (f" (array of {len(jobs)})" if len(jobs) > 1 else "")
+    print(f"submitted {what}: job {ids}; logs: {first.paths.stdout.parent}")

@@ -1,0 +1,50 @@
+"""tools/run_pipeline.py --slurm: the stages as jobs that wait for each other."""
+import argparse
+import os
+
+from .jobs import PipelineSummaryJob, submit_pseudo_labels, submit_training, wait_for
+from .options import build_executor, print_submitted, slurm_fields
+
+
+def submit_pipeline(args, argv):
+    """Submit teacher -> shards -> merge -> student -> summary; stages whose output exists are
+    skipped. ``argv``: the pipeline's own command line without --slurm (the summary job reruns it)."""
+    from xpseudo.config import load_config
+    from xpseudo.pipeline import ensure_data, find_configs
+
+    slurm = slurm_fields(args)
+    slurm["job_dir"] = os.path.abspath(args.job_dir or os.path.join(args.output, "slurm_jobs"))
+    teacher_cfg_file, student_cfg_file = find_configs(args.config_dir)
+    output = os.path.abspath(args.output)
+    teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
+    teacher_opts, student_opts = [*args.opts, *args.teacher_opts], [*args.opts, *args.student_opts]
+    teacher_cfg = load_config(teacher_cfg_file, teacher_opts)
+    ensure_data(teacher_cfg)
+    teacher_weights = os.path.join(teacher_dir, "model_final.pth")
+    pseudo_labels = os.path.join(labels_dir, "pseudo_labels.json")
+
+    def training(config_file, opts):
+        return argparse.Namespace(**slurm, config_file=config_file, resume=True, eval_only=False, num_gpus=args.gpus_per_node,
+                                  num_machines=1, machine_rank=0, dist_url="auto", opts=list(opts))
+
+    previous, jobs = [], {}
+    if not os.path.exists(teacher_weights):
+        previous = [submit_training(training(teacher_cfg_file, [*teacher_opts, "OUTPUT_DIR", teacher_dir]), name="xpm-teacher")]
+        jobs["teacher"] = previous
+    if not os.path.exists(pseudo_labels):
+        labeling = argparse.Namespace(**slurm, config_file=teacher_cfg_file, dataset=teacher_cfg.XPM.CAPTION_DATASETS[0],
+                                      output=labels_dir, num_shards=args.num_shards, shard_index=None, merge=False,
+                                      opts=[*teacher_opts, "MODEL.WEIGHTS", teacher_weights])
+        shards, merge = submit_pseudo_labels(labeling, dependency=previous, require_weights=False)
+        jobs["pseudo-label shards"], jobs["merge"] = shards, [merge]
+        previous = [merge]
+    if not os.path.exists(os.path.join(student_dir, "model_final.pth")):
+        student = [*student_opts, "MODEL.WEIGHTS", teacher_weights, "XPM.PSEUDO_LABELS_FILE", pseudo_labels, "OUTPUT_DIR", student_dir]
+        previous = [submit_training(training(student_cfg_file, student), dependency=previous, name="xpm-student")]
+        jobs["student"] = previous
+    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary")
+    wait_for(executor, previous, args.slurm_cluster)
+    summary = executor.submit(PipelineSummaryJob(argv))
+    print_submitted("evaluation and summary", [summary])
+    jobs["summary"] = [summary]
+    return jobs
