@@ -92,7 +92,10 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
     additional = _key_values(args.sbatch, "--sbatch")
     if additional:
         parameters["slurm_additional_parameters"] = additional
-    executor = submitit.AutoExecutor(folder=os.path.join(job_dir, "%j"), cluster=args.slurm_cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=os.path.join(job_dir, "%j"), cluster=args.slurm_cluster)
+    except RuntimeError as e:  # no srun: not on a Slurm cluster
+        raise SlurmOptionError(f"cannot submit to {args.slurm_cluster}: {e} (use --slurm-cluster local to run here)") from e
     try:
         executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
     except (NameError, ValueError, TypeError, AssertionError) as e:
