@@ -6,7 +6,8 @@ CORE_MODULES = [
     "xpseudo", "xpseudo.text", "xpseudo.evaluation", "xpseudo.data", "xpseudo.data.split",
     "xpseudo.data.captions", "xpseudo.data.synthetic_shapes", "xpseudo.utils", "xpseudo.losses",
     "xpseudo.text.embedding_cache", "xpseudo.text.caption_words", "xpseudo.pseudo", "xpseudo.pseudo.selection",
-    "xpseudo.pseudo.shards", "xpseudo.pseudo.annotations", "xpseudo.losses.noise_aware",
+    "xpseudo.pseudo.shards", "xpseudo.pseudo.annotations", "xpseudo.losses.noise_aware", "xpseudo.slurm",
+    "xpseudo.slurm.jobs", "xpseudo.slurm.pipeline_jobs",
 ]
 
 

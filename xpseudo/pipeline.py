@@ -97,6 +97,24 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def plan(args) -> argparse.Namespace:
+    """Configs, folders and overrides of every stage (the shapes data is generated if missing)."""
+    from xpseudo.config import load_config
+
+    teacher_config, student_config = find_configs(args.config_dir)
+    output = os.path.abspath(args.output)
+    teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
+    teacher_opts, student_opts = [*args.opts, *args.teacher_opts], [*args.opts, *args.student_opts]
+    teacher_cfg = load_config(teacher_config, teacher_opts)
+    ensure_data(teacher_cfg)
+    return argparse.Namespace(
+        teacher_config=teacher_config, student_config=student_config, output=output, teacher_dir=teacher_dir,
+        labels_dir=labels_dir, student_dir=student_dir, teacher_opts=teacher_opts, student_opts=student_opts,
+        teacher_cfg=teacher_cfg, teacher_weights=os.path.join(teacher_dir, "model_final.pth"),
+        pseudo_labels=os.path.join(labels_dir, "pseudo_labels.json"),
+    )
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", required=True)
@@ -122,19 +140,17 @@ def main(argv=None) -> int:
 
     from xpseudo.config import load_config
 
-    teacher_cfg_file, student_cfg_file = find_configs(args.config_dir)
-    output = os.path.abspath(args.output)
-    teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
-    teacher_opts, student_opts = [*args.opts, *args.teacher_opts], [*args.opts, *args.student_opts]
-    teacher_cfg = load_config(teacher_cfg_file, teacher_opts)
-    ensure_data(teacher_cfg)
+    p = plan(args)
+    teacher_cfg_file, student_cfg_file, output = p.teacher_config, p.student_config, p.output
+    teacher_dir, labels_dir, student_dir = p.teacher_dir, p.labels_dir, p.student_dir
+    teacher_opts, student_opts, teacher_cfg = p.teacher_opts, p.student_opts, p.teacher_cfg
     train_net = os.path.join(REPO, "tools", "train_net.py")
     gpus = ["--num-gpus", str(args.num_gpus)]
 
-    teacher_weights = os.path.join(teacher_dir, "model_final.pth")
+    teacher_weights = p.teacher_weights
     if not os.path.exists(teacher_weights):
         run("teacher", [train_net, "--config-file", teacher_cfg_file, "--resume", *gpus, *teacher_opts, "OUTPUT_DIR", teacher_dir])
-    pseudo_labels = os.path.join(labels_dir, "pseudo_labels.json")
+    pseudo_labels = p.pseudo_labels
     if not os.path.exists(pseudo_labels):
         dataset = teacher_cfg.XPM.CAPTION_DATASETS[0]
         run("pseudo labels", [os.path.join(REPO, "tools", "generate_pseudo_labels.py"), "--config-file", teacher_cfg_file,

@@ -9,19 +9,15 @@ from .options import build_executor, print_submitted, slurm_fields
 def submit_pipeline(args, argv):
     """Submit teacher -> shards -> merge -> student -> summary; stages whose output exists are
     skipped. ``argv``: the pipeline's own command line without --slurm (the summary job reruns it)."""
-    from xpseudo.config import load_config
-    from xpseudo.pipeline import ensure_data, find_configs
+    from xpseudo.pipeline import plan
 
     slurm = slurm_fields(args)
     slurm["job_dir"] = os.path.abspath(args.job_dir or os.path.join(args.output, "slurm_jobs"))
-    teacher_cfg_file, student_cfg_file = find_configs(args.config_dir)
-    output = os.path.abspath(args.output)
-    teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
-    teacher_opts, student_opts = [*args.opts, *args.teacher_opts], [*args.opts, *args.student_opts]
-    teacher_cfg = load_config(teacher_cfg_file, teacher_opts)
-    ensure_data(teacher_cfg)
-    teacher_weights = os.path.join(teacher_dir, "model_final.pth")
-    pseudo_labels = os.path.join(labels_dir, "pseudo_labels.json")
+    p = plan(args)
+    teacher_cfg_file, student_cfg_file, teacher_cfg = p.teacher_config, p.student_config, p.teacher_cfg
+    teacher_dir, labels_dir, student_dir = p.teacher_dir, p.labels_dir, p.student_dir
+    teacher_opts, student_opts = p.teacher_opts, p.student_opts
+    teacher_weights, pseudo_labels = p.teacher_weights, p.pseudo_labels
 
     def training(config_file, opts):
         return argparse.Namespace(**slurm, config_file=config_file, resume=True, eval_only=False, num_gpus=args.gpus_per_node,
