@@ -131,8 +131,13 @@ class TestSubmission(unittest.TestCase):
 
     def test_slurm_executor_writes_the_requested_sbatch_files(self):
         jobs = os.path.join(self.tmp.name, "slurm_jobs")
-        run_script("tools/train_net.py", "--config-file", CONFIG, "--slurm", "--nodes", "2", "--gpus-per-node", "8", "--partition", "gpu",
-                   "--time", "90", "--job-dir", jobs, "--account", "acct", "--sbatch", "mail-type=END", *self.opts, env=self.slurm_env)
+        result = run_script("tools/train_net.py", "--config-file", CONFIG, "--slurm", "--nodes", "2", "--gpus-per-node", "8",
+                            "--partition", "gpu", "--time", "90", "--job-dir", jobs, "--account", "acct", "--sbatch", "mail-type=END",
+                            "--seconds-per-iter", "2", *self.opts, env=self.slurm_env)
+        # 900 iterations, one checkpoint at the end: a requeue would start over
+        self.assertIn("restarts from iteration 0", result.stdout)
+        self.assertIn("of the 90 min time limit", result.stdout)
+        self.assertRegex(result.stdout, r"submitted training \(.*slurm_jobs/output\): job 4\d+; logs: ")
         files = self.submission_files(jobs)
         self.assertEqual(len(files), 1)
         text = next(iter(files.values()))

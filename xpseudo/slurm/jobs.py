@@ -133,7 +133,7 @@ def submit_training(args, dependency=None, name: str = "xpm-train"):
     args.slurm = False
     args.num_gpus = max(args.gpus_per_node, 1)
     cfg = load_config(args.config_file, args.opts)
-    for problem in requeue_loss_warnings(cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD, args.time):
+    for problem in requeue_loss_warnings(cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD, args.time, args.seconds_per_iter):
         warnings.warn(problem)
         print(f"warning: {problem}")
     executor = build_executor(args, name)

@@ -28,6 +28,8 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--comment", default=None)
     group.add_argument("--account", default=None)
     group.add_argument("--qos", default=None)
+    group.add_argument("--seconds-per-iter", type=float, default=None,
+                       help="expected training speed; with it the checkpoint period is checked against --time")
     group.add_argument("--array-parallelism", type=int, default=64, help="job arrays: tasks running at once")
     group.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
                        help="any other submitit Slurm parameter (e.g. exclude=node7, signal_delay_s=120); "
