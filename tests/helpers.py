@@ -23,6 +23,21 @@ def run_script(*args, check=True, env=None):
     return result
 
 
+SHAPES = ["circle", "square", "triangle", "hexagon", "ring", "star", "cross", "crescent"]
+
+
+def write_shape_embeddings(path, dim=32, seed=0):
+    """Random ``dim``-d "text embeddings" for the 8 shape classes: fast, and enough to test plumbing
+    (configs then need MODEL.XPM.TEXT_EMBEDDINGS path and MODEL.XPM.EMBEDDING_DIM dim)."""
+    import numpy as np
+
+    from xpseudo.text import Vocabulary, save_text_embeddings
+
+    rows = np.random.default_rng(seed).standard_normal((len(SHAPES), dim)).astype(np.float32)
+    save_text_embeddings(str(path), rows, Vocabulary.from_names(SHAPES), model="test")
+    return str(path)
+
+
 def make_shapes(directory, seed=0, num_train=40, num_val=20, image_size=96):
     """A small shapes dataset written by the library (same code as datasets/prepare_shapes.py)."""
     from xpseudo.data.metadata_files import metadata_file

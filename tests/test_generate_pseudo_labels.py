@@ -7,7 +7,7 @@ from unittest import mock
 import cv2
 import numpy as np
 
-from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2, run_script
+from tests.helpers import HAS_DETECTRON2, REPO, SHAPES, make_shapes, requires_detectron2, run_script, write_shape_embeddings
 
 if HAS_DETECTRON2:
     import torch
@@ -21,9 +21,7 @@ if HAS_DETECTRON2:
     from xpseudo.pseudo.generate import generate_shard
     from xpseudo.pseudo.labeler import PseudoLabeler
     from xpseudo.pseudo.shards import iter_shard, merge_shards, shard_path
-    from xpseudo.text import Vocabulary, save_text_embeddings
 
-SHAPES = ["circle", "square", "triangle", "hexagon", "ring", "star", "cross", "crescent"]
 CONFIG = os.path.join(REPO, "configs/shapes/xpm_teacher_R18_FPN.yaml")
 
 
@@ -48,9 +46,7 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         with open(path, "w") as f:
             json.dump(captions, f)
         register_all_builtin(root)
-        cls.embeddings = os.path.join(root, "emb.npy")
-        save_text_embeddings(cls.embeddings, np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32),
-                             Vocabulary.from_names(SHAPES), model="test")
+        cls.embeddings = write_shape_embeddings(os.path.join(root, "emb.npy"))
         cls.opts = ["MODEL.XPM.TEXT_EMBEDDINGS", cls.embeddings, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0"]
         cls.cfg = get_cfg()
         add_xpseudo_config(cls.cfg)

@@ -3,23 +3,15 @@ import os
 import tempfile
 import unittest
 
-import numpy as np
-
-from tests.helpers import make_shapes, requires_detectron2, run_script
-
-SHAPES = ["circle", "square", "triangle", "hexagon", "ring", "star", "cross", "crescent"]
+from tests.helpers import make_shapes, requires_detectron2, run_script, write_shape_embeddings
 
 
 @requires_detectron2
 class TestRunPipeline(unittest.TestCase):
     def test_every_stage_runs_then_a_rerun_skips_them(self):
-        from xpseudo.text import Vocabulary, save_text_embeddings
-
         with tempfile.TemporaryDirectory() as tmp:
             make_shapes(os.path.join(tmp, "shapes"), num_train=8, num_val=4, image_size=96)
-            emb = os.path.join(tmp, "emb.npy")
-            save_text_embeddings(emb, np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32),
-                                 Vocabulary.from_names(SHAPES), model="test")
+            emb = write_shape_embeddings(os.path.join(tmp, "emb.npy"))
             out = os.path.join(tmp, "out")
             args = ["tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2", "--opts",
                     "MODEL.XPM.TEXT_EMBEDDINGS", emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0",

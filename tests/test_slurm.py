@@ -7,13 +7,10 @@ import stat
 import tempfile
 import unittest
 
-import numpy as np
-
-from tests.helpers import make_shapes, requires_detectron2, run_script
+from tests.helpers import make_shapes, requires_detectron2, run_script, write_shape_embeddings
 from xpseudo.slurm import SlurmOptionError, add_slurm_arguments, build_executor, job_port
 from xpseudo.slurm.jobs import TrainingJob, requeue_loss_warnings
 
-SHAPES = ["circle", "square", "triangle", "hexagon", "ring", "star", "cross", "crescent"]
 CONFIG = "configs/shapes/xpm_teacher_R18_FPN.yaml"
 
 # Stand-ins for the Slurm commands submitit calls: sbatch hands out job ids 4242, 4243, ...
@@ -78,14 +75,10 @@ class TestSlurmOptions(unittest.TestCase):
 class TestSubmission(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        from xpseudo.text import Vocabulary, save_text_embeddings
-
         cls.tmp = tempfile.TemporaryDirectory()
         root = cls.tmp.name
         make_shapes(os.path.join(root, "shapes"), num_train=6, num_val=2, image_size=96)
-        cls.emb = os.path.join(root, "emb.npy")
-        save_text_embeddings(cls.emb, np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32),
-                             Vocabulary.from_names(SHAPES), model="test")
+        cls.emb = write_shape_embeddings(os.path.join(root, "emb.npy"))
         cls.opts = ["MODEL.XPM.TEXT_EMBEDDINGS", cls.emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0",
                     "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2", "DATASETS.TEST", "()"]
         # stand-in Slurm commands

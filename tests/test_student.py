@@ -6,7 +6,7 @@ import unittest
 
 import numpy as np
 
-from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2
+from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2, write_shape_embeddings
 
 if HAS_DETECTRON2:
     import torch
@@ -19,10 +19,8 @@ if HAS_DETECTRON2:
     from xpseudo.config import add_xpseudo_config
     from xpseudo.data.builtin import register_all_builtin
     from xpseudo.data.pseudo_dataset import check_pseudo_label_file, merge_pseudo_labels
-    from xpseudo.text import Vocabulary, save_text_embeddings
     from xpseudo.utils.io import InputError
 
-SHAPES = ["circle", "square", "triangle", "hexagon", "ring", "star", "cross", "crescent"]
 
 
 def student_cfg(embeddings, **overrides):
@@ -55,9 +53,7 @@ class TestXPMStudent(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         make_shapes(os.path.join(cls.tmp.name, "shapes"), num_train=8, num_val=2, image_size=96)
         register_all_builtin(cls.tmp.name)
-        cls.embeddings = os.path.join(cls.tmp.name, "emb.npy")
-        save_text_embeddings(cls.embeddings, np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32),
-                             Vocabulary.from_names(SHAPES), model="test")
+        cls.embeddings = write_shape_embeddings(os.path.join(cls.tmp.name, "emb.npy"))
 
     @classmethod
     def tearDownClass(cls):

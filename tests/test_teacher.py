@@ -7,7 +7,7 @@ import unittest
 import cv2
 import numpy as np
 
-from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2, run_script
+from tests.helpers import HAS_DETECTRON2, REPO, SHAPES, make_shapes, requires_detectron2, run_script, write_shape_embeddings
 
 if HAS_DETECTRON2:
     import torch
@@ -22,7 +22,6 @@ if HAS_DETECTRON2:
     from xpseudo.text import Vocabulary, save_text_embeddings
     from xpseudo.utils.io import InputError
 
-SHAPES = ["circle", "square", "triangle", "hexagon", "ring", "star", "cross", "crescent"]
 
 
 def teacher_cfg(embeddings_file, **overrides):
@@ -59,10 +58,7 @@ class TestXPMTeacher(unittest.TestCase):
         cls.tmp = tempfile.TemporaryDirectory()
         make_shapes(os.path.join(cls.tmp.name, "shapes"), num_train=12, num_val=6, image_size=96)
         register_all_builtin(cls.tmp.name)
-        # Random 32-d "text embeddings" for every shape class: fast, and enough to test plumbing.
-        cls.embeddings = os.path.join(cls.tmp.name, "shapes_emb.npy")
-        rng = np.random.default_rng(0)
-        save_text_embeddings(cls.embeddings, rng.standard_normal((8, 32)).astype(np.float32), Vocabulary.from_names(SHAPES), model="test")
+        cls.embeddings = write_shape_embeddings(os.path.join(cls.tmp.name, "shapes_emb.npy"))
         torch.manual_seed(0)
         cls.model = build_model(teacher_cfg(cls.embeddings))
 
@@ -205,8 +201,7 @@ class TestTrainNet(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             make_shapes(os.path.join(tmp, "shapes"), num_train=16, num_val=6, image_size=96)
             env = {"DETECTRON2_DATASETS": tmp}
-            emb = os.path.join(tmp, "emb.npy")
-            save_text_embeddings(emb, np.random.default_rng(0).standard_normal((8, 32)).astype(np.float32), Vocabulary.from_names(SHAPES), model="test")
+            emb = write_shape_embeddings(os.path.join(tmp, "emb.npy"))
             common = ["MODEL.XPM.TEXT_EMBEDDINGS", emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0"]
             out = os.path.join(tmp, "t")
             run_script("tools/train_net.py", "--config-file", "configs/shapes/xpm_teacher_R18_FPN.yaml", "OUTPUT_DIR", out,

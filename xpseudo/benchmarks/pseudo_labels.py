@@ -15,7 +15,7 @@ from typing import List
 
 import torch
 
-from xpseudo.pseudo.generate import _ShardImages, generate_shard, iterate_batches
+from xpseudo.pseudo.generate import ShardImages, generate_shard, iterate_batches
 from xpseudo.pseudo.labeler import PseudoLabeler
 
 
@@ -31,7 +31,7 @@ def plain_inference_seconds(cfg, labeler: PseudoLabeler, records: List[dict]) ->
     """The teacher's standard inference (RPN, box head, NMS, masks pasted) over ``records``."""
     start = time.perf_counter()
     with torch.no_grad():
-        for batch in iterate_batches(_ShardImages(records, labeler, cfg), cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS):
+        for batch in iterate_batches(ShardImages(records, labeler, cfg), cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH, cfg.DATALOADER.NUM_WORKERS):
             labeler.model([{k: x[k] for k in ("image", "height", "width")} for x in batch])
     return time.perf_counter() - start
 

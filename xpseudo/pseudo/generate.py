@@ -70,7 +70,7 @@ def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dic
     return json.loads(json.dumps(info))  # JSON types only, so it compares equal to a shard's header
 
 
-class _ShardImages(torch.utils.data.Dataset):
+class ShardImages(torch.utils.data.Dataset):
     """Decoded, resized images of a slice; images whose captions name no wanted class are not read."""
 
     def __init__(self, records, labeler: PseudoLabeler, cfg):
@@ -105,7 +105,7 @@ def image_entry(record: dict, image_root: str, height: Optional[int] = None, wid
     return {"id": record["image_id"], "file_name": file_name, "height": height or record.get("height"), "width": width or record.get("width")}
 
 
-def iterate_batches(dataset: _ShardImages, batch_size: int, num_workers: int) -> Iterator[List[dict]]:
+def iterate_batches(dataset: ShardImages, batch_size: int, num_workers: int) -> Iterator[List[dict]]:
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=list)
     yield from loader
 
@@ -134,7 +134,7 @@ def generate_shard(cfg, labeler: PseudoLabeler, dataset_name: str, output_dir: s
         interval = 0.1 if sys.stderr.isatty() else 30
         with tqdm(total=end - start, initial=end - start - len(todo), desc=f"shard {shard_index}/{num_shards}", unit="img",
                   mininterval=interval) as bar:
-            for batch in iterate_batches(_ShardImages(todo, labeler, cfg), batch_size, cfg.DATALOADER.NUM_WORKERS):
+            for batch in iterate_batches(ShardImages(todo, labeler, cfg), batch_size, cfg.DATALOADER.NUM_WORKERS):
                 ready = [x for x in batch if "image" in x]
                 outputs = iter(labeler(ready) if ready else [])
                 for item in batch:

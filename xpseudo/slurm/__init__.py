@@ -4,6 +4,6 @@
 submitted); ``jobs`` holds the picklable callables the jobs run (training, pseudo-label shards,
 merge, pipeline summary), each of which imports detectron2 only when it runs.
 """
-from .options import SlurmOptionError, add_slurm_arguments, build_executor, dependency_on, job_port, print_submitted
+from .options import SlurmOptionError, add_slurm_arguments, build_executor, job_port, print_submitted
 
-__all__ = ["SlurmOptionError", "add_slurm_arguments", "build_executor", "dependency_on", "job_port", "print_submitted"]
+__all__ = ["SlurmOptionError", "add_slurm_arguments", "build_executor", "job_port", "print_submitted"]

@@ -11,7 +11,7 @@ import os
 import warnings
 from typing import List, Optional
 
-from .options import build_executor, dependency_on, job_port, print_submitted
+from .options import build_executor, job_port, print_submitted
 
 logger = logging.getLogger(__name__)
 
@@ -103,18 +103,6 @@ def requeue_loss_warnings(max_iter: int, checkpoint_period: int, time_limit_min:
     return problems
 
 
-def wait_for(executor, jobs, cluster: str) -> None:
-    """Next submissions of ``executor`` start after ``jobs`` succeed: a Slurm dependency, or, for the
-    local executor (which has none), waiting for them here."""
-    if not jobs:
-        return
-    if cluster == "slurm":
-        dependency_on(executor, jobs)
-    else:
-        for job in jobs:
-            job.result()  # raises if the job failed
-
-
 def _with_output_dir(opts: List[str], default: str) -> List[str]:
     """OUTPUT_DIR inside the job dir unless the overrides give one."""
     if "OUTPUT_DIR" in opts[::2]:
@@ -136,8 +124,7 @@ def submit_training(args, dependency=None, name: str = "xpm-train"):
     for problem in requeue_loss_warnings(cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD, args.time, args.seconds_per_iter):
         warnings.warn(problem)
         print(f"warning: {problem}")
-    executor = build_executor(args, name)
-    wait_for(executor, dependency, args.slurm_cluster)
+    executor = build_executor(args, name, after=dependency or ())
     job = executor.submit(TrainingJob(args))
     print_submitted(f"training ({cfg.OUTPUT_DIR if 'OUTPUT_DIR' not in args.opts else args.opts[args.opts.index('OUTPUT_DIR') + 1]})", [job])
     return job
@@ -155,12 +142,10 @@ def submit_pseudo_labels(args, dependency=None, require_weights: bool = True):
     args.num_shards = num_shards
     cfg = load_config(args.config_file, args.opts)
     check_inputs(cfg, args, require_weights=require_weights)  # more shards than images etc.: before submitting
-    shard_executor = build_executor(args, "xpm-pseudo-shard", gpus_per_node=min(args.gpus_per_node, 1))
-    wait_for(shard_executor, dependency, args.slurm_cluster)
+    shard_executor = build_executor(args, "xpm-pseudo-shard", gpus_per_node=min(args.gpus_per_node, 1), after=dependency or ())
     shard_jobs = shard_executor.map_array(ShardJob(args), list(range(num_shards)))
     print_submitted(f"{num_shards} pseudo-label shards", shard_jobs)
-    merge_executor = build_executor(args, "xpm-pseudo-merge", gpus_per_node=0)
-    wait_for(merge_executor, shard_jobs, args.slurm_cluster)
+    merge_executor = build_executor(args, "xpm-pseudo-merge", gpus_per_node=0, after=shard_jobs)
     merge_job = merge_executor.submit(MergeJob(os.path.abspath(args.output), num_shards))
     print_submitted("merge", [merge_job])
     return shard_jobs, merge_job

@@ -3,7 +3,7 @@ import argparse
 import os
 import re
 import tempfile
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Sequence
 
 CLUSTERS = ("slurm", "local", "debug")
 
@@ -67,9 +67,11 @@ def check_job_dir(job_dir: str) -> str:
     return job_dir
 
 
-def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Optional[int] = None):
+def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Optional[int] = None, after: Sequence = ()):
     """A submitit AutoExecutor for ``args`` (flags of ``add_slurm_arguments``); every parameter is
-    checked by submitit here, so a bad one fails before anything is submitted."""
+    checked by submitit here, so a bad one fails before anything is submitted. Its jobs start after
+    the jobs ``after`` succeed: a Slurm afterok dependency (an array is waited on as a whole), or,
+    for the local executor, which has no dependencies, by waiting for them here."""
     import submitit
 
     job_dir = check_job_dir(args.job_dir or os.path.join(os.getcwd(), "slurm_jobs"))
@@ -92,6 +94,11 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
     )
     parameters.update({f"slurm_{k}": v for k, v in _key_values(args.slurm_option, "--slurm-option").items()})
     additional = _key_values(args.sbatch, "--sbatch")
+    if after and args.slurm_cluster == "slurm":
+        additional["dependency"] = "afterok:" + ":".join(sorted({str(job.job_id).split("_")[0] for job in after}))
+    elif after:
+        for job in after:
+            job.result()  # raises if the job failed
     if additional:
         parameters["slurm_additional_parameters"] = additional
     try:
@@ -103,13 +110,6 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
     except (NameError, ValueError, TypeError, AssertionError) as e:
         raise SlurmOptionError(f"submitit refused the Slurm options: {e}") from e
     return executor
-
-
-def dependency_on(executor, jobs) -> None:
-    """Make the executor's next submissions wait for ``jobs`` to succeed (Slurm afterok)."""
-    ids = sorted({str(job.job_id).split("_")[0] for job in jobs})  # an array is waited on as a whole
-    executor.update_parameters(slurm_additional_parameters={**executor._executor.parameters.get("additional_parameters", {}),
-                                                            "dependency": "afterok:" + ":".join(ids)})
 
 
 def job_port(job_id: str) -> int:

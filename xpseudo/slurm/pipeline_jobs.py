@@ -2,7 +2,7 @@
 import argparse
 import os
 
-from .jobs import PipelineSummaryJob, submit_pseudo_labels, submit_training, wait_for
+from .jobs import PipelineSummaryJob, submit_pseudo_labels, submit_training
 from .options import build_executor, print_submitted, slurm_fields
 
 
@@ -38,8 +38,7 @@ def submit_pipeline(args, argv):
         student = [*student_opts, "MODEL.WEIGHTS", teacher_weights, "XPM.PSEUDO_LABELS_FILE", pseudo_labels, "OUTPUT_DIR", student_dir]
         previous = [submit_training(training(student_cfg_file, student), dependency=previous, name="xpm-student")]
         jobs["student"] = previous
-    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary")
-    wait_for(executor, previous, args.slurm_cluster)
+    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=previous)
     summary = executor.submit(PipelineSummaryJob(argv))
     print_submitted("evaluation and summary", [summary])
     jobs["summary"] = [summary]
