@@ -1,0 +1,104 @@
+"""Conceptual Captions: the released TSV (one ``caption<TAB>url`` line per image, no header) plus
+the images a user downloaded, turned into a COCO captions file of the images that exist and decode.
+
+Downloaded images are found by a file-name pattern over the TSV row: ``{index}`` (0-based row),
+``{shard}`` (index // shard size), ``{url_sha1}``, ``{url_md5}``. ``NAMINGS`` holds the usual ones.
+"""
+import hashlib
+import logging
+import multiprocessing
+import os
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from tqdm import tqdm
+
+from xpseudo.utils.io import InputError
+
+from .image_files import UnreadableImage, decoded_size
+
+logger = logging.getLogger(__name__)
+
+NAMINGS = {
+    "img2dataset": "{shard:05d}/{index:09d}.jpg",  # img2dataset's default output, 10000 rows a shard
+    "index": "{index}.jpg",
+    "url-sha1": "{url_sha1}.jpg",
+}
+
+
+def read_tsv(path: str) -> Tuple[List[Tuple[int, str, str]], int]:
+    """([(row index, caption, url)], number of rows with an empty caption, which are left out).
+    A line that is not ``caption<TAB>url`` is an error naming the file and line."""
+    rows, empty = [], 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            for index, line in enumerate(f):
+                fields = line.rstrip("\r\n").split("\t")
+                if len(fields) != 2:
+                    raise InputError(path, f"line {index + 1}: expected 'caption<TAB>url', found {len(fields)} tab-separated fields")
+                caption, url = fields[0].strip(), fields[1].strip()
+                if not caption:
+                    empty += 1
+                    continue
+                rows.append((index, caption, url))
+    except FileNotFoundError:
+        raise InputError(path, "Conceptual Captions TSV does not exist") from None
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not UTF-8 text ({e.reason})") from e
+    return rows, empty
+
+
+def image_file_name(pattern: str, index: int, url: str, shard_size: int = 10000) -> str:
+    """The downloaded file of TSV row ``index``, relative to the image folder."""
+    fields = dict(
+        index=index, shard=index // shard_size,
+        url_sha1=hashlib.sha1(url.encode()).hexdigest(), url_md5=hashlib.md5(url.encode()).hexdigest(),
+    )
+    try:
+        return pattern.format(**fields)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"file-name pattern {pattern!r} is not valid ({e}); it may use {sorted(fields)}") from e
+
+
+def _check(item: Tuple[int, str, str, str]) -> Tuple[int, str, Optional[Tuple[int, int]], str]:
+    index, caption, file_name, path = item
+    try:
+        return index, "ok", decoded_size(path), ""
+    except FileNotFoundError:
+        return index, "missing", None, ""
+    except UnreadableImage as e:
+        return index, "corrupt", None, str(e)
+
+
+def _checked(items: List[tuple], workers: int) -> Iterator[tuple]:
+    if workers <= 1:
+        yield from map(_check, items)
+        return
+    with multiprocessing.Pool(workers) as pool:
+        yield from pool.imap(_check, items, chunksize=64)
+
+
+def convert_conceptual_captions(
+    tsv: str, image_dir: str, pattern: str = NAMINGS["img2dataset"], shard_size: int = 10000, workers: int = 0,
+) -> Tuple[dict, Dict[str, int]]:
+    """(COCO captions dict, counts). Image ids are TSV row index + 1; every image is decoded once
+    to drop corrupt files and to record its size as detectron2 reads it."""
+    rows, empty = read_tsv(tsv)
+    items = [(i, caption, image_file_name(pattern, i, url, shard_size), None) for i, caption, url in rows]
+    items = [(i, caption, name, os.path.join(image_dir, name)) for i, caption, name, _ in items]
+    urls = {i: url for i, _, url in rows}
+    images, annotations = [], []
+    counts = {"rows": len(rows) + empty, "empty_caption": empty, "missing": 0, "corrupt": 0}
+    for (index, status, size, problem), (_, caption, name, _) in zip(
+        tqdm(_checked(items, workers), total=len(items), desc="checking images", unit="img"), items
+    ):
+        if status != "ok":
+            counts[status] += 1
+            if status == "corrupt":
+                logger.warning(f"corrupt image left out: {problem}")
+            continue
+        images.append({"id": index + 1, "file_name": name, "height": size[0], "width": size[1], "url": urls[index]})
+        annotations.append({"id": index + 1, "image_id": index + 1, "caption": caption})
+    counts["images"] = len(images)
+    info = {"description": "Conceptual Captions images that exist and decode", "tsv": os.path.abspath(tsv),
+            "file_name_pattern": pattern, "counts": counts}
+    return {"info": info, "images": images, "annotations": annotations}, counts

@@ -1,0 +1,42 @@
+"""Checking that image files decode, and their size as detectron2 will see it."""
+from typing import Tuple
+
+from PIL import Image, ImageOps
+
+
+class UnreadableImage(Exception):
+    """The file exists but does not decode (truncated, corrupt, not an image)."""
+
+
+def decoded_size(path: str) -> Tuple[int, int]:
+    """(height, width) of the image after its EXIF orientation is applied, which is what
+    detectron2's ``read_image`` returns and checks against the dataset's height/width. The whole
+    image is decoded, so a truncated file is caught here rather than in the middle of training."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return image.height, image.width
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UnreadableImage(f"{path}: {e}") from e
+
+
+# EXIF orientations that swap width and height (90 / 270 degree rotations, with or without flips)
+_TRANSPOSED = {5, 6, 7, 8}
+
+
+def header_size(path: str) -> Tuple[int, int]:
+    """(height, width) as detectron2 will see it, from the file header only (no pixel decoding):
+    fast enough for the millions of images of Open Images."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112) in _TRANSPOSED:
+                width, height = height, width
+            return height, width
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:
+        raise UnreadableImage(f"{path}: {e}") from e
