@@ -80,6 +80,18 @@ class TestPrepareConceptualCaptions(unittest.TestCase):
         with open(captions) as f:
             self.assertEqual(f.read(), before)
 
+    def test_header_line_does_not_shift_rows(self):
+        tsv = os.path.join(self.root, "Train_GCC-training.tsv")
+        with open(tsv) as f:
+            rows = f.read()
+        with open(tsv, "w") as f:
+            f.write("caption\turl\n" + rows)
+        run_script("datasets/prepare_conceptual_captions.py", "--root", self.root, "--workers", "0")
+        with open(os.path.join(self.root, "annotations", "captions_train.json")) as f:
+            data = json.load(f)
+        self.assertEqual([(a["image_id"], a["caption"]) for a in data["annotations"]],
+                         [(1, "a dog runs on the beach"), (2, "actor arrives at the premiere")])
+
     def test_no_image_at_all_writes_nothing(self):
         result = run_script("datasets/prepare_conceptual_captions.py", "--root", self.root, "--images", self.tmp.name,
                             "--workers", "0", check=False)

@@ -77,6 +77,17 @@ def add_xpseudo_config(cfg):
     # instance from it flagged as pseudo. Empty: no pseudo labels (the teacher).
     cfg.XPM.PSEUDO_LABELS_FILE = ""
     cfg.XPM.PSEUDO_DATASET = "xpm_pseudo_labels"
+    # The captioned dataset the pseudo labels were made on: their file names are relative to its
+    # image_root and their category ids are its ids. Empty: the "dataset" recorded in the
+    # provenance.json beside the file, else DATASETS.TRAIN[0] (when the two share their images).
+    cfg.XPM.PSEUDO_LABELED_DATASET = ""
+    # How often an image that has pseudo labels only is sampled per epoch, relative to one with
+    # ground truth (detectron2's RepeatFactorTrainingSampler; fractions are sampled stochastically).
+    # A negative value balances the two sources: (ground-truth images) / (pseudo-only images), so
+    # that e.g. Open Images masks and the far more numerous Conceptual Captions pseudo labels each
+    # make about half of the samples. Multiplies LVIS-style category repeat factors when
+    # DATALOADER.SAMPLER_TRAIN is "RepeatFactorTrainingSampler".
+    cfg.XPM.PSEUDO_REPEAT_FACTOR = 1.0
 
     # --- cross-modal pseudo-labeling (stage 3 of XPM; tools/generate_pseudo_labels.py) ---
     cfg.XPM.PSEUDO_LABELS = CN()

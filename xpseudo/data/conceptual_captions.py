@@ -27,14 +27,18 @@ NAMINGS = {
 
 def read_tsv(path: str) -> Tuple[List[Tuple[int, str, str]], int]:
     """([(row index, caption, url)], number of rows with an empty caption, which are left out).
-    A line that is not ``caption<TAB>url`` is an error naming the file and line."""
-    rows, empty = [], 0
+    A ``caption<TAB>url`` header line is allowed. A line that is not ``caption<TAB>url`` is an error naming the file and line."""
+    rows, empty, header = [], 0, 0
     try:
         with open(path, encoding="utf-8") as f:
-            for index, line in enumerate(f):
+            for line_number, line in enumerate(f, 1):
                 fields = line.rstrip("\r\n").split("\t")
                 if len(fields) != 2:
-                    raise InputError(path, f"line {index + 1}: expected 'caption<TAB>url', found {len(fields)} tab-separated fields")
+                    raise InputError(path, f"line {line_number}: expected 'caption<TAB>url', found {len(fields)} tab-separated fields")
+                if line_number == 1 and fields == ["caption", "url"]:
+                    header = 1  # img2dataset's instructions add this header; rows still count from 0
+                    continue
+                index = line_number - 1 - header
                 caption, url = fields[0].strip(), fields[1].strip()
                 if not caption:
                     empty += 1

@@ -74,9 +74,12 @@ def build_xpm_train_loader(cfg, mapper=None):
     with XPM.PSEUDO_LABELS_FILE for the student), joined, when grounding is on, by one over
     XPM.CAPTION_DATASETS (XPM.CAPTION_IMS_PER_BATCH a batch)."""
     if cfg.XPM.PSEUDO_LABELS_FILE:
-        from .pseudo_dataset import PseudoAwareDatasetMapper, student_train_records
+        from .pseudo_dataset import PseudoAwareDatasetMapper, student_sampler, student_train_records
 
-        annotated = build_detection_train_loader(cfg, dataset=student_train_records(cfg), mapper=mapper or PseudoAwareDatasetMapper(cfg, True))
+        records = student_train_records(cfg)
+        annotated = build_detection_train_loader(
+            cfg, dataset=records, mapper=mapper or PseudoAwareDatasetMapper(cfg, True), sampler=student_sampler(cfg, records)
+        )
     else:
         annotated = build_detection_train_loader(cfg, mapper=mapper or DatasetMapper(cfg, True))
     if not cfg.MODEL.XPM.GROUNDING.ENABLED or not cfg.XPM.CAPTION_DATASETS:

@@ -8,14 +8,20 @@ from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
 
 from xpseudo.data.xpm_loader import build_xpm_train_loader
+from xpseudo.evaluation.lvis_compat import patch_numpy_for_lvis
 from xpseudo.evaluation.ovis_evaluator import OVISEvaluator
 from xpseudo.modeling.vocabulary import dataset_vocabulary
+
+def lvis_evaluator(name, output_dir, tasks):
+    patch_numpy_for_lvis()
+    return LVISEvaluator(name, tasks=tasks, output_dir=output_dir)
+
 
 # evaluator_type -> factory(dataset_name, output_dir, tasks)
 EVALUATORS = {
     "ovis": lambda name, output_dir, tasks: OVISEvaluator(name, tasks=tasks, output_dir=output_dir),
     "coco": lambda name, output_dir, tasks: COCOEvaluator(name, tasks=tasks, output_dir=output_dir),
-    "lvis": lambda name, output_dir, tasks: LVISEvaluator(name, tasks=tasks, output_dir=output_dir),
+    "lvis": lvis_evaluator,
 }
 
 
