@@ -7,7 +7,8 @@ CORE_MODULES = [
     "xpseudo.data.captions", "xpseudo.data.synthetic_shapes", "xpseudo.utils", "xpseudo.losses",
     "xpseudo.text.embedding_cache", "xpseudo.text.caption_words", "xpseudo.pseudo", "xpseudo.pseudo.selection",
     "xpseudo.pseudo.shards", "xpseudo.pseudo.annotations", "xpseudo.losses.noise_aware", "xpseudo.slurm",
-    "xpseudo.slurm.jobs", "xpseudo.slurm.pipeline_jobs",
+    "xpseudo.slurm.jobs", "xpseudo.slurm.pipeline_jobs", "xpseudo.data.image_files", "xpseudo.data.openimages",
+    "xpseudo.data.conceptual_captions", "xpseudo.evaluation.lvis_compat",
 ]
 
 
