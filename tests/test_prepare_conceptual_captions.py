@@ -6,7 +6,7 @@ import unittest
 import numpy as np
 from PIL import Image
 
-from tests.helpers import run_script
+from tests.helpers import requires_detectron2, run_script
 
 
 class TestPrepareConceptualCaptions(unittest.TestCase):
@@ -54,6 +54,28 @@ class TestPrepareConceptualCaptions(unittest.TestCase):
         self.assertEqual(data["info"]["counts"], {"rows": 4, "empty_caption": 0, "missing": 1, "corrupt": 1, "images": 2})
         with open(os.path.join(self.root, "annotations", "images_train.txt")) as f:
             self.assertEqual(f.read(), "00000/000000000.jpg\n00000/000000001.jpg\n")
+
+    @requires_detectron2
+    def test_registered_as_caption_only_dataset(self):
+        from detectron2.data import DatasetCatalog
+
+        from xpseudo.data.builtin import register_all_builtin
+
+        run_script("datasets/prepare_conceptual_captions.py", "--root", self.root, "--workers", "0")
+        from xpseudo.modeling.vocabulary import dataset_caption_matcher
+
+        try:
+            register_all_builtin(self.tmp.name)
+            records = DatasetCatalog.get("cc_captions_train")
+            matcher = dataset_caption_matcher("cc_captions_train")  # the Open Images vocabulary
+            self.assertEqual([[matcher.vocabulary[c].name for c in matcher.classes_in(r["captions"])] for r in records],
+                             [["Dog"], ["Person"]])
+        finally:
+            register_all_builtin()
+        self.assertEqual([(r["file_name"], r["captions"], "annotations" in r) for r in records], [
+            (os.path.join(self.images, "000000000.jpg"), ["a dog runs on the beach"], False),
+            (os.path.join(self.images, "000000001.jpg"), ["actor arrives at the premiere"], False),
+        ])
 
     def test_other_naming_and_sequential(self):
         flat = os.path.join(self.tmp.name, "flat")

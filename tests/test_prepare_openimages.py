@@ -12,7 +12,7 @@ import pycocotools.mask as mask_util
 from xpseudo.data.metadata_files import metadata_file
 from xpseudo.data.split import OvisSplit
 
-from tests.helpers import run_script
+from tests.helpers import requires_detectron2, run_script
 
 HEADER = ["MaskPath", "ImageID", "LabelName", "BoxID", "BoxXMin", "BoxXMax", "BoxYMin", "BoxYMax", "PredictedIoU", "Clicks"]
 
@@ -111,6 +111,27 @@ class TestPrepareOpenImages(unittest.TestCase):
         car = self.expected_annotation(self.small_car, 2, "Car")
         self.assertEqual(data["annotations"], [self.expected_annotation(self.small_person, 1, "Person"), car])
         self.assertEqual(data["info"]["counts"]["other_classes"], 1)
+
+    @requires_detectron2
+    def test_registered_datasets_read_the_converted_files(self):
+        from detectron2.data import DatasetCatalog, MetadataCatalog
+
+        from xpseudo.data.builtin import register_all_builtin
+
+        self.convert()
+        os.rename(os.path.join(self.root, "annotations", "ovis", "instances_train_base.json"),
+                  os.path.join(self.root, "annotations", "ovis", "instances_validation_all.json"))
+        self.convert()
+        try:
+            register_all_builtin(self.tmp.name)
+            for name, folder in (("openimages_ovis_train_base", "train"), ("openimages_ovis_val", "validation")):
+                (record,) = DatasetCatalog.get(name)
+                self.assertEqual(record["file_name"], os.path.join(self.root, folder, "aaaa.jpg"))
+                self.assertEqual([a["category_id"] for a in record["annotations"]],
+                                 [MetadataCatalog.get(name).thing_classes.index("Person")])
+            self.assertEqual(DatasetCatalog.get("openimages_ovis_val_novel")[0]["annotations"], [])
+        finally:
+            register_all_builtin()
 
     def test_renamed_class_is_an_error_naming_the_file(self):
         path = os.path.join(self.root, "annotations", "challenge-2019-classes-description-segmentable.csv")
