@@ -41,3 +41,18 @@ class TestRunPipeline(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestSummaryTable(unittest.TestCase):
+    def test_split_and_lvis_columns(self):
+        from xpseudo.pipeline import summary_table
+
+        split = {"AP": 30.0, "AP50": 42.0, "AP_base": 43.5, "AP50_base": 58.8, "AP_novel": 6.3, "AP50_novel": 14.0}
+        lvis = {"AP": 20.0, "AP50": 33.0, "APr": 11.25, "APc": 18.5, "APf": 25.0}
+        table = summary_table({"results": {"shapes_val": {"teacher": {"segm": split}}, "lvis_ovis_val": {"student": {"segm": lvis, "bbox": {}}}}})
+        lines = table.splitlines()
+        self.assertEqual(lines[0].split(), ["shapes_val", "AP", "all", "AP", "base", "AP", "novel", "AP50", "all", "AP50", "base", "AP50", "novel"])
+        self.assertEqual(lines[1].split()[2:], ["30.00", "43.50", "6.30", "42.00", "58.80", "14.00"])
+        self.assertEqual(lines[3].split(), ["lvis_ovis_val", "AP", "AP50", "APr", "APc", "APf"])
+        self.assertEqual(lines[4].split()[2:], ["20.00", "33.00", "11.25", "18.50", "25.00"])
+        self.assertEqual(lines[5].split()[2:], ["nan"] * 5)

@@ -85,15 +85,22 @@ def results_of(output_dir: str, datasets) -> dict:
     return results
 
 
+LVIS_METRICS = ("AP", "AP50", "APr", "APc", "APf")
+
+
 def summary_table(summary: dict) -> str:
-    columns = [(m, split, key) for m in METRICS for split, key in SPLIT_KEYS]
+    """One block per test dataset: AP and AP50 for all, base and novel classes, or LVIS's AP, AP50,
+    APr, APc, APf (rare = novel) when the results are LVIS's."""
+    split_columns = [(f"{m} {split}", m + key) for m in METRICS for split, key in SPLIT_KEYS]
     lines = []
     for dataset, models in summary["results"].items():
-        lines.append(f"{dataset:<22}" + "".join(f"{m + ' ' + split:>12}" for m, split, _ in columns))
+        is_lvis = any("APr" in tasks.get(task, {}) for tasks in models.values() for task in ("segm", "bbox"))
+        columns = [(m, m) for m in LVIS_METRICS] if is_lvis else split_columns
+        lines.append(f"{dataset:<22}" + "".join(f"{title:>12}" for title, _ in columns))
         for model, tasks in models.items():
             for task in ("segm", "bbox"):
                 values = tasks.get(task, {})
-                lines.append(f"{model + ' ' + task:<22}" + "".join(f"{values.get(m + key, float('nan')):>12.2f}" for m, _, key in columns))
+                lines.append(f"{model + ' ' + task:<22}" + "".join(f"{values.get(key, float('nan')):>12.2f}" for _, key in columns))
     return "\n".join(lines)
 
 
