@@ -6,13 +6,13 @@ Downloaded images are found by a file-name pattern over the TSV row: ``{index}``
 """
 import hashlib
 import logging
-import multiprocessing
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from tqdm import tqdm
 
 from xpseudo.utils.io import InputError
+from xpseudo.utils.parallel import ordered_map
 
 from .image_files import UnreadableImage, decoded_size
 
@@ -73,14 +73,6 @@ def _check(item: Tuple[int, str, str, str]) -> Tuple[int, str, Optional[Tuple[in
         return index, "corrupt", None, str(e)
 
 
-def _checked(items: List[tuple], workers: int) -> Iterator[tuple]:
-    if workers <= 1:
-        yield from map(_check, items)
-        return
-    with multiprocessing.Pool(workers) as pool:
-        yield from pool.imap(_check, items, chunksize=64)
-
-
 def convert_conceptual_captions(
     tsv: str, image_dir: str, pattern: str = NAMINGS["img2dataset"], shard_size: int = 10000, workers: int = 0,
 ) -> Tuple[dict, Dict[str, int]]:
@@ -93,7 +85,7 @@ def convert_conceptual_captions(
     images, annotations = [], []
     counts = {"rows": len(rows) + empty, "empty_caption": empty, "missing": 0, "corrupt": 0}
     for (index, status, size, problem), (_, caption, name, _) in zip(
-        tqdm(_checked(items, workers), total=len(items), desc="checking images", unit="img"), items
+        tqdm(ordered_map(_check, items, workers, chunksize=64), total=len(items), desc="checking images", unit="img"), items
     ):
         if status != "ok":
             counts[status] += 1

@@ -7,12 +7,12 @@ detectron2's LVISEvaluator (the lvis package: AP, APr, APc, APf).
 import os
 from typing import Dict, List
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.lvis import load_lvis_json
 
 from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
 
+from .ovis_datasets import register_with_metadata
 from .split import OvisSplit
 
 ANNOTATIONS = ("base", "all")
@@ -50,20 +50,9 @@ def register_lvis_ovis_dataset(
         vocabulary_file=vocabulary_file,
         annotations=annotations,
     )
-    if name in DatasetCatalog.list():
-        existing = MetadataCatalog.get(name).as_dict()
-        changed = sorted(k for k, v in metadata.items() if existing.get(k) != v)
-        if not changed:
-            return MetadataCatalog.get(name)
-        if not replace:
-            raise ValueError(f"dataset {name!r} is already registered with other {changed}; pass replace=True to re-register")
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
     kept_ids = set(metadata["base_class_ids"]) if annotations == "base" else None
     id_map = metadata["thing_dataset_id_to_contiguous_id"]
-    DatasetCatalog.register(name, lambda: load_lvis_ovis_dicts(json_file, image_root, id_map, kept_ids))
-    MetadataCatalog.get(name).set(**metadata)
-    return MetadataCatalog.get(name)
+    return register_with_metadata(name, metadata, replace, lambda: load_lvis_ovis_dicts(json_file, image_root, id_map, kept_ids))
 
 
 def load_lvis_ovis_dicts(json_file: str, image_root: str, id_map: Dict[int, int], kept_ids=None) -> List[dict]:

@@ -8,7 +8,6 @@ before it is encoded. Missing or unreadable mask files, and empty masks, are cou
 """
 import csv
 import logging
-import multiprocessing
 import os
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
@@ -19,6 +18,7 @@ import pycocotools.mask as mask_util
 from tqdm import tqdm
 
 from xpseudo.utils.io import InputError
+from xpseudo.utils.parallel import ordered_map
 
 from .image_files import UnreadableImage, header_size
 
@@ -113,14 +113,6 @@ def _convert_image(item):
     return image_id, "ok", (height, width), converted
 
 
-def _mapped(function, items: Iterable, workers: int):
-    if workers <= 1:
-        yield from map(function, items)
-        return
-    with multiprocessing.Pool(workers) as pool:
-        yield from pool.imap(function, items, chunksize=16)
-
-
 def convert_openimages(
     masks_csv: str, masks_dir: str, images_dir: str, categories: Sequence[dict], keep_category_ids: Iterable[int],
     workers: int = 0, image_extension: str = ".jpg",
@@ -139,7 +131,7 @@ def convert_openimages(
         for oi_id, masks in per_image.items()
     ]
     images, annotations = [], []
-    for oi_id, status, size, converted in tqdm(_mapped(_convert_image, items, workers), total=len(items), desc="converting", unit="img"):
+    for oi_id, status, size, converted in tqdm(ordered_map(_convert_image, items, workers), total=len(items), desc="converting", unit="img"):
         if status != "ok":
             counts[status] += 1
             counts["masks_of_unusable_images"] += len(per_image[oi_id])

@@ -6,7 +6,7 @@ novel, and the files, so that models, evaluators and pseudo-labeling all read th
 """
 import logging
 import os
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
@@ -84,6 +84,16 @@ def register_ovis_dataset(
         restricted_to=restrict_to,
         caption_vocabulary_file=caption_vocabulary_file,
     )
+    id_map = metadata["thing_dataset_id_to_contiguous_id"]
+    return register_with_metadata(
+        name, metadata, replace,
+        lambda: load_ovis_dicts(instances_json, captions_json, image_root, id_map, drop_other_classes=restrict_to is not None),
+    )
+
+
+def register_with_metadata(name: str, metadata: dict, replace: bool, load: Callable[[], List[dict]]):
+    """Register ``load`` and ``metadata`` as ``name``. The same metadata again is a no-op; other
+    metadata replaces the entry only with ``replace`` (otherwise an error naming what differs)."""
     if name in DatasetCatalog.list():
         existing = MetadataCatalog.get(name).as_dict()
         changed = sorted(k for k, v in metadata.items() if existing.get(k) != v)
@@ -93,11 +103,7 @@ def register_ovis_dataset(
             raise ValueError(f"dataset {name!r} is already registered with other {changed}; pass replace=True to re-register")
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
-    id_map = metadata["thing_dataset_id_to_contiguous_id"]
-    DatasetCatalog.register(
-        name,
-        lambda: load_ovis_dicts(instances_json, captions_json, image_root, id_map, drop_other_classes=restrict_to is not None),
-    )
+    DatasetCatalog.register(name, load)
     MetadataCatalog.get(name).set(**metadata)
     return MetadataCatalog.get(name)
 
