@@ -8,7 +8,7 @@ CORE_MODULES = [
     "xpseudo.text.embedding_cache", "xpseudo.text.caption_words", "xpseudo.pseudo", "xpseudo.pseudo.selection",
     "xpseudo.pseudo.shards", "xpseudo.pseudo.annotations", "xpseudo.losses.noise_aware", "xpseudo.slurm",
     "xpseudo.slurm.jobs", "xpseudo.slurm.pipeline_jobs", "xpseudo.data.image_files", "xpseudo.data.openimages",
-    "xpseudo.data.conceptual_captions", "xpseudo.evaluation.lvis_compat",
+    "xpseudo.data.conceptual_captions", "xpseudo.evaluation.lvis_compat", "xpseudo.evaluation.lvis_evaluation",
 ]
 
 

@@ -31,7 +31,7 @@ def tiny_lvis():
         dict(square(4, 4, 16), id=4, image_id=3, category_id=9),
         dict(square(24, 2, 8), id=5, image_id=3, category_id=2),
     ]
-    return {"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": CATEGORIES}
+    return {"info": {}, "licenses": [], "images": images, "annotations": annotations, "categories": [dict(c) for c in CATEGORIES]}
 
 
 class TestLvisMetadata(unittest.TestCase):
@@ -56,6 +56,54 @@ class TestLvisMetadata(unittest.TestCase):
         split = OvisSplit.from_file(metadata_file("lvis_v1_ovis_split.json"))
         self.assertEqual((len(vocabulary), len(split.base), len(split.novel)), (1203, 866, 337))
         self.assertEqual(vocabulary.ids, list(range(1, 1204)))
+
+
+class TestEvaluateOvisOnLvis(unittest.TestCase):
+    def test_tool_equals_lvis_eval(self):
+        import pycocotools.mask as mask_util
+        from lvis import LVIS, LVISEval, LVISResults
+
+        with tempfile.TemporaryDirectory() as tmp:
+            gt_path, dt_path, out = (os.path.join(tmp, n) for n in ("lvis_v1_val.json", "dt.json", "out.json"))
+            with open(gt_path, "w") as f:
+                json.dump(tiny_lvis(), f)
+            detections = []
+            for image_id, category_id, (x, y, size), score in (
+                (1, 2, (2, 2, 10), 0.9), (1, 9, (22, 22, 10), 0.8), (2, 9, (0, 0, 10), 0.95), (2, 5, (5, 20, 14), 0.6), (3, 9, (4, 4, 16), 0.5),
+            ):
+                mask = np.zeros((40, 40), np.uint8, order="F")
+                mask[y:y + size, x:x + size] = 1
+                rle = mask_util.encode(mask)
+                detections.append({"image_id": image_id, "category_id": category_id, "score": score,
+                                   "segmentation": {"size": [40, 40], "counts": rle["counts"].decode()}})
+            with open(dt_path, "w") as f:
+                json.dump(detections, f)
+            result = run_script("tools/evaluate_ovis.py", "--gt", gt_path, "--dt", dt_path, "--json-out", out)
+            self.assertIn("LVIS segm: AP ", result.stdout)
+            with open(out) as f:
+                reported = json.load(f)["segm"]
+            from xpseudo.evaluation.lvis_compat import patch_numpy_for_lvis
+
+            patch_numpy_for_lvis()
+            gt = LVIS(gt_path)
+            lvis_eval = LVISEval(gt, LVISResults(gt, detections, max_dets=300), "segm")
+            lvis_eval.run()
+            expected = lvis_eval.get_results()
+            for metric in ("AP", "AP50", "AP75", "APr", "APc", "APf"):
+                self.assertAlmostEqual(reported[metric], expected[metric] * 100, places=6, msg=metric)
+            self.assertGreater(reported["APr"], 0)
+            self.assertLess(reported["APr"], 100)  # a higher-scored wrong yak on image 2 (a negative image)
+
+    def test_coco_ground_truth_still_needs_a_split(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            gt = tiny_lvis()
+            for c in gt["categories"]:
+                del c["frequency"]
+            gt_path = os.path.join(tmp, "gt.json")
+            with open(gt_path, "w") as f:
+                json.dump(gt, f)
+            result = run_script("tools/evaluate_ovis.py", "--gt", gt_path, "--dt", gt_path, check=False)
+            self.assertIn("not an LVIS file (no category 'frequency'), so --split is needed", result.stderr)
 
 
 @requires_detectron2
