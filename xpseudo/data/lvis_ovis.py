@@ -12,7 +12,7 @@ from detectron2.data.datasets.lvis import load_lvis_json
 from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
 
-from .ovis_datasets import register_with_metadata
+from .ovis_datasets import class_metadata, register_with_metadata
 from .split import OvisSplit
 
 ANNOTATIONS = ("base", "all")
@@ -35,14 +35,8 @@ def register_lvis_ovis_dataset(
     split = OvisSplit.from_file(split_file)
     vocabulary = Vocabulary.from_file(vocabulary_file)
     split.check_classes(vocabulary.names, vocabulary_file)
-    classes = vocabulary.names
     metadata = dict(
-        thing_classes=classes,
-        thing_dataset_id_to_contiguous_id={c.id: i for i, c in enumerate(vocabulary)},
-        base_classes=[c for c in classes if c in set(split.base)],
-        novel_classes=[c for c in classes if c in set(split.novel)],
-        base_class_ids=split.class_ids(classes, "base"),
-        novel_class_ids=split.class_ids(classes, "novel"),
+        class_metadata(vocabulary, split),
         evaluator_type="lvis",
         json_file=json_file,
         image_root=image_root,

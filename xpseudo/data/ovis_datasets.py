@@ -67,14 +67,8 @@ def register_ovis_dataset(
     split.check_classes(vocabulary.names, vocabulary_file or instances_json or split_file)
     if restrict_to is not None:
         vocabulary = vocabulary.subset(getattr(split, restrict_to))
-    classes = vocabulary.names
     metadata = dict(
-        thing_classes=classes,
-        thing_dataset_id_to_contiguous_id={c.id: i for i, c in enumerate(vocabulary)},
-        base_classes=[c for c in classes if c in set(split.base)],
-        novel_classes=[c for c in classes if c in set(split.novel)],
-        base_class_ids=split.class_ids(classes, "base"),
-        novel_class_ids=split.class_ids(classes, "novel"),
+        class_metadata(vocabulary, split),
         evaluator_type="ovis" if instances_json else "captions",
         json_file=instances_json,
         captions_file=captions_json,
@@ -88,6 +82,20 @@ def register_ovis_dataset(
     return register_with_metadata(
         name, metadata, replace,
         lambda: load_ovis_dicts(instances_json, captions_json, image_root, id_map, drop_other_classes=restrict_to is not None),
+    )
+
+
+def class_metadata(vocabulary: Vocabulary, split: OvisSplit) -> dict:
+    """The class fields of a dataset's metadata: detectron2's thing classes and id map, and which
+    classes (names and contiguous ids) are base and novel."""
+    classes = vocabulary.names
+    return dict(
+        thing_classes=classes,
+        thing_dataset_id_to_contiguous_id={c.id: i for i, c in enumerate(vocabulary)},
+        base_classes=[c for c in classes if c in set(split.base)],
+        novel_classes=[c for c in classes if c in set(split.novel)],
+        base_class_ids=split.class_ids(classes, "base"),
+        novel_class_ids=split.class_ids(classes, "novel"),
     )
 
 
