@@ -63,14 +63,14 @@ def image_file_name(pattern: str, index: int, url: str, shard_size: int = 10000)
         raise ValueError(f"file-name pattern {pattern!r} is not valid ({e}); it may use {sorted(fields)}") from e
 
 
-def _check(item: Tuple[int, str, str, str]) -> Tuple[int, str, Optional[Tuple[int, int]], str]:
-    index, caption, file_name, path = item
+def _check(path: str) -> Tuple[str, Optional[Tuple[int, int]], str]:
+    """(status "ok" / "missing" / "corrupt", decoded size, problem)."""
     try:
-        return index, "ok", decoded_size(path), ""
+        return "ok", decoded_size(path), ""
     except FileNotFoundError:
-        return index, "missing", None, ""
+        return "missing", None, ""
     except UnreadableImage as e:
-        return index, "corrupt", None, str(e)
+        return "corrupt", None, str(e)
 
 
 def convert_conceptual_captions(
@@ -79,20 +79,19 @@ def convert_conceptual_captions(
     """(COCO captions dict, counts). Image ids are TSV row index + 1; every image is decoded once
     to drop corrupt files and to record its size as detectron2 reads it."""
     rows, empty = read_tsv(tsv)
-    items = [(i, caption, image_file_name(pattern, i, url, shard_size), None) for i, caption, url in rows]
-    items = [(i, caption, name, os.path.join(image_dir, name)) for i, caption, name, _ in items]
-    urls = {i: url for i, _, url in rows}
+    names = [image_file_name(pattern, index, url, shard_size) for index, _, url in rows]
+    checked = ordered_map(_check, [os.path.join(image_dir, name) for name in names], workers, chunksize=64)
     images, annotations = [], []
     counts = {"rows": len(rows) + empty, "empty_caption": empty, "missing": 0, "corrupt": 0}
-    for (index, status, size, problem), (_, caption, name, _) in zip(
-        tqdm(ordered_map(_check, items, workers, chunksize=64), total=len(items), desc="checking images", unit="img"), items
+    for (index, caption, url), name, (status, size, problem) in zip(
+        rows, names, tqdm(checked, total=len(rows), desc="checking images", unit="img")
     ):
         if status != "ok":
             counts[status] += 1
             if status == "corrupt":
                 logger.warning(f"corrupt image left out: {problem}")
             continue
-        images.append({"id": index + 1, "file_name": name, "height": size[0], "width": size[1], "url": urls[index]})
+        images.append({"id": index + 1, "file_name": name, "height": size[0], "width": size[1], "url": url})
         annotations.append({"id": index + 1, "image_id": index + 1, "caption": caption})
     counts["images"] = len(images)
     info = {"description": "Conceptual Captions images that exist and decode", "tsv": os.path.abspath(tsv),

@@ -9,7 +9,6 @@ before it is encoded. Missing or unreadable mask files, and empty masks, are cou
 import csv
 import logging
 import os
-from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import cv2
@@ -57,7 +56,7 @@ def check_vocabulary(vocabulary: Sequence[dict], vocabulary_file: str, descripti
             raise InputError(descriptions_file, f"class {entry['mid']} is named {found!r} here but {entry['name']!r} in {vocabulary_file}")
 
 
-def read_mask_rows(path: str, mid_to_category: Dict[str, int]) -> Tuple["OrderedDict[str, List[Tuple[str, int, str]]]", int, int]:
+def read_mask_rows(path: str, mid_to_category: Dict[str, int]) -> Tuple[Dict[str, List[Tuple[str, int, str]]], int, int]:
     """({ImageID: [(MaskPath, category id, BoxID)]} in ImageID order, rows, rows of other classes)."""
     per_image: Dict[str, List[Tuple[str, int, str]]] = {}
     rows = other = 0
@@ -78,7 +77,7 @@ def read_mask_rows(path: str, mid_to_category: Dict[str, int]) -> Tuple["Ordered
                 per_image.setdefault(row["ImageID"], []).append((row["MaskPath"], category, row["BoxID"]))
     except FileNotFoundError:
         raise InputError(path, "masks CSV does not exist") from None
-    return OrderedDict(sorted(per_image.items())), rows, other
+    return dict(sorted(per_image.items())), rows, other
 
 
 def mask_annotation(mask_file: str, height: int, width: int) -> Tuple[str, Optional[dict]]:
@@ -109,7 +108,7 @@ def _convert_image(item):
     converted = []
     for mask_file, category, box_id in masks:
         status, annotation = mask_annotation(mask_file, height, width)
-        converted.append((status, dict(annotation, category_id=category, oi_box_id=box_id) if annotation else mask_file))
+        converted.append((status, mask_file, annotation and dict(annotation, category_id=category, oi_box_id=box_id)))
     return image_id, "ok", (height, width), converted
 
 
@@ -137,11 +136,11 @@ def convert_openimages(
             counts["masks_of_unusable_images"] += len(per_image[oi_id])
             continue
         kept_annotations = []
-        for problem, annotation in converted:
+        for problem, mask_file, annotation in converted:
             if problem != "ok":
                 counts[problem] += 1
                 if problem != "empty_masks":
-                    logger.warning(f"{problem}: {annotation}")
+                    logger.warning(f"{problem}: {mask_file}")
                 continue
             kept_annotations.append(annotation)
         if not kept_annotations:
