@@ -19,6 +19,7 @@ if HAS_DETECTRON2:
     from xpseudo.config import add_xpseudo_config
     from xpseudo.data.builtin import register_all_builtin
     from xpseudo.data.pseudo_dataset import check_pseudo_label_file, merge_pseudo_labels
+    from xpseudo.engine.hooks import DropFrozenGradients
     from xpseudo.utils.io import InputError
 
 
@@ -89,12 +90,18 @@ class TestXPMStudent(unittest.TestCase):
         model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.SIGMA_FREEZE_ITER": 2}))
         model.train()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9, weight_decay=1e-4)
+        drop_frozen = DropFrozenGradients(model)  # what XPMTrainer runs after backward
         sigma_weights, other = [], []
         with EventStorage() as storage:
             for iteration in range(4):
                 storage.iter = iteration
                 optimizer.zero_grad(set_to_none=True)  # detectron2's SimpleTrainer does the same
                 sum(model(self.batch()).values()).backward()
+                sigma_grads = [p.grad for p in model.roi_heads.mask_head.sigma.parameters()]
+                # frozen or not, the branch is in the graph (DDP needs that); frozen, its gradient is zero
+                self.assertTrue(all(g is not None for g in sigma_grads))
+                self.assertEqual(all(torch.count_nonzero(g) == 0 for g in sigma_grads), iteration >= 2)
+                drop_frozen.after_backward()
                 optimizer.step()
                 sigma_weights.append(copy.deepcopy(model.roi_heads.mask_head.sigma[3].weight.detach()))
                 other.append(copy.deepcopy(model.roi_heads.mask_head.predictor.weight.detach()))
@@ -126,7 +133,7 @@ class TestXPMStudent(unittest.TestCase):
         self.assertFalse(model.backbone.training)
         with EventStorage():
             sum(model(self.batch()).values()).backward()
-        self.assertIsNone(model.roi_heads.mask_head.sigma[3].weight.grad)  # sigma unused without the noise-aware loss
+        self.assertFalse(model.roi_heads.mask_head.sigma[3].weight.requires_grad)  # never trained without the noise-aware loss
         self.assertTrue(all(p.grad is None for p in model.backbone.parameters()))
         self.assertTrue(all(p.grad is None for p in model.proposal_generator.parameters()))
 

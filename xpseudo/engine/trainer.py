@@ -1,16 +1,23 @@
-"""DefaultTrainer for XPM models: mixed caption batches, split-aware evaluation, and the test
-vocabulary switched to each test dataset's classes."""
+"""DefaultTrainer for XPM models: mixed caption batches, split-aware evaluation, the test
+vocabulary switched to each test dataset's classes, and DistributedDataParallel on CPU as on GPU."""
+import logging
 import os
+import weakref
 from collections import OrderedDict
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator, LVISEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from xpseudo.data.xpm_loader import build_xpm_train_loader
 from xpseudo.evaluation.lvis_compat import patch_numpy_for_lvis
 from xpseudo.evaluation.ovis_evaluator import OVISEvaluator
 from xpseudo.modeling.vocabulary import dataset_vocabulary
+
+from .hooks import DropFrozenGradients
 
 def lvis_evaluator(name, output_dir, tasks):
     patch_numpy_for_lvis()
@@ -29,7 +36,36 @@ def unwrap(model):
     return model.module if hasattr(model, "module") else model
 
 
+def build_ddp_model(model):
+    """detectron2's DDP wrapper (a no-op for one process), with ``device_ids`` only for a CUDA
+    model: DistributedDataParallel refuses them for CPU modules, which multi-process training on
+    CPU machines (gloo) needs."""
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    device_ids = [comm.get_local_rank()] if on_cuda else None
+    return create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
+
+
 class XPMTrainer(DefaultTrainer):
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, with the DDP model from build_ddp_model and DropFrozenGradients
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = build_ddp_model(model)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        # on the inner trainer: its run_step calls after_backward on its own hooks, not on ours
+        self._trainer.register_hooks([DropFrozenGradients(model)])
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
     @classmethod
     def build_train_loader(cls, cfg):
         return build_xpm_train_loader(cfg)

@@ -19,10 +19,16 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
     from the detached conv features, so the uncertainty never reshapes the mask features.
 
     Training: ground-truth instances get plain BCE on the logits; pseudo instances
-    (``gt_pseudo`` True) the noise-aware loss (``xpseudo.losses.noise_aware``). After
-    ``sigma_freeze_iter`` the sigma branch runs without gradients, so its weights stop changing
-    (detectron2's optimizer skips parameters without a gradient). Each instance's mean sigma is
-    stored as ``mask_sigma`` on its proposal for the re-weighting of the box losses.
+    (``gt_pseudo`` True) the noise-aware loss (``xpseudo.losses.noise_aware``). Each instance's
+    mean sigma is stored as ``mask_sigma`` on its proposal for the re-weighting of the box losses.
+
+    Under DistributedDataParallel every trainable parameter must be part of every step's graph, on
+    every rank. So the sigma branch always enters the loss (with weight zero on a batch without
+    pseudo instances), and after ``sigma_freeze_iter`` it stays in the graph with a zero gradient;
+    ``frozen_parameters()`` then names its weights, and the trainer's
+    ``xpseudo.engine.hooks.DropFrozenGradients`` clears their gradients before the optimizer step,
+    so neither momentum nor weight decay moves them. Without the noise-aware loss the branch is
+    never trained (its parameters do not require gradients).
     """
 
     @configurable
@@ -42,6 +48,8 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         nn.init.zeros_(self.sigma[3].weight)  # start with the same sigma everywhere
         nn.init.constant_(self.sigma[3].bias, sigma_init)
         self.noise_aware, self.num_samples, self.sigma_freeze_iter = noise_aware, num_samples, sigma_freeze_iter
+        if not noise_aware:  # the plain-BCE ablation only reads sigma for the box-loss weights
+            self.sigma.requires_grad_(False)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -57,15 +65,19 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
                 features = x
             if name != "sigma":
                 x = layer(x)
+        log_variance = self.sigma(features.detach())
         if self.training and self.sigma_frozen():
-            with torch.no_grad():
-                log_variance = self.sigma(features.detach())
-        else:
-            log_variance = self.sigma(features.detach())
+            log_variance = zero_gradient(log_variance)
         return x, log_variance
 
     def sigma_frozen(self) -> bool:
         return self.sigma_freeze_iter >= 0 and get_event_storage().iter >= self.sigma_freeze_iter
+
+    def frozen_parameters(self) -> List[nn.Parameter]:
+        """Parameters in this step's graph that must not change now (the sigma branch once frozen)."""
+        if self.training and self.noise_aware and self.sigma_frozen():
+            return list(self.sigma.parameters())
+        return []
 
     def forward(self, x, instances: List[Instances]):
         logits, log_variance = self.layers(x)
@@ -82,8 +94,10 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
                 continue
             targets.append(image.gt_masks.crop_and_resize(image.proposal_boxes.tensor, side).to(logits.device))
             pseudo.append(image.gt_pseudo if image.has("gt_pseudo") else torch.zeros(len(image), dtype=torch.bool, device=logits.device))
+        # zero-weight terms keep every parameter in the graph on every rank (see the class docstring)
+        in_graph = log_variance.sum() * 0 if self.noise_aware else 0
         if not targets:
-            return logits.sum() * 0 + log_variance.sum() * 0
+            return logits.sum() * 0 + in_graph
         targets, pseudo = cat(targets).to(logits.dtype), cat(pseudo)
         per_instance = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).mean(1)
         if self.noise_aware and pseudo.any():
@@ -99,4 +113,20 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
             storage.put_scalar("noise_aware/pseudo_sigma", sigma[pseudo].mean().item())
         if (~pseudo).any():
             storage.put_scalar("noise_aware/gt_sigma", sigma[~pseudo].mean().item())
-        return per_instance.mean() if per_instance.numel() else logits.sum() * 0
+        return (per_instance.mean() if per_instance.numel() else logits.sum() * 0) + in_graph
+
+
+class _ZeroGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+
+def zero_gradient(x: torch.Tensor) -> torch.Tensor:
+    """``x`` unchanged, still in the autograd graph, passing back a zero gradient (not
+    ``0 * grad``, which would turn an infinite upstream gradient into NaN)."""
+    return _ZeroGradient.apply(x)

@@ -14,6 +14,7 @@ from xpseudo.losses.grounding import grounding_loss
 from xpseudo.text.caption_words import WORD_MODES
 from xpseudo.text.embedding_cache import ClassEmbeddingProvider
 from xpseudo.text.vocabulary import Vocabulary
+from xpseudo.utils.distributed import gather_padded, scale_for_ddp
 from xpseudo.utils.io import InputError
 
 from .vocabulary import build_embedding_provider, dataset_vocabulary
@@ -160,7 +161,8 @@ class XPMTeacher(GeneralizedRCNN):
         losses = {}
         if annotated:
             losses.update(self._detection_losses(batched_inputs, images, features, annotated))
-        if captioned and self.word_table is not None:
+        if self.word_table is not None:
+            # the key is always there: detectron2 averages each loss over processes by name
             losses["loss_grounding"] = self.grounding_weight * self._grounding_loss(batched_inputs, images, features, captioned)
         return losses
 
@@ -186,22 +188,31 @@ class XPMTeacher(GeneralizedRCNN):
         return {**proposal_losses, **detector_losses}
 
     def _grounding_loss(self, batched_inputs, images, features, indices):
-        images, features = self._subset(images, features, indices)
-        with _inference_mode(self.proposal_generator):
-            proposals, _ = self.proposal_generator(images, features, None)
-        boxes = []
-        for p, (h, w) in zip(proposals, images.image_sizes):
-            whole = torch.tensor([[0.0, 0.0, w, h]], device=self.device)
-            boxes.append(Boxes(torch.cat([whole, p.proposal_boxes.tensor[: self.grounding_regions]])))
-        regions = self.roi_heads.region_embeddings(features, boxes).split([len(b) for b in boxes])
-        words = [self.word_embeddings[torch.as_tensor(batched_inputs[i]["caption_words"], device=self.device)] for i in indices]
-        region_batch, region_mask = _pad(regions)
-        word_batch, word_mask = _pad(words)
-        return grounding_loss(region_batch, region_mask, word_batch, word_mask, self.grounding_temperature)
+        regions, words = [], []
+        if indices:
+            images, features = self._subset(images, features, indices)
+            with _inference_mode(self.proposal_generator):
+                proposals, _ = self.proposal_generator(images, features, None)
+            boxes = []
+            for p, (h, w) in zip(proposals, images.image_sizes):
+                whole = torch.tensor([[0.0, 0.0, w, h]], device=self.device)
+                boxes.append(Boxes(torch.cat([whole, p.proposal_boxes.tensor[: self.grounding_regions]])))
+            regions = self.roi_heads.region_embeddings(features, boxes).split([len(b) for b in boxes])
+            words = [self.word_embeddings[torch.as_tensor(batched_inputs[i]["caption_words"], device=self.device)] for i in indices]
+        # The contrast is over the caption images of all processes (one image per GPU would be a
+        # batch of one, whose loss is zero). A process without caption images still takes part.
+        dim = self.roi_heads.box_predictor.projection.out_features
+        region_batch, region_mask = gather_padded(*_pad(regions, dim, self.device))
+        word_batch, word_mask = gather_padded(*_pad(words, dim, self.device))
+        if region_batch.shape[0] == 0:
+            return features[next(iter(features))].sum() * 0
+        return scale_for_ddp(grounding_loss(region_batch, region_mask, word_batch, word_mask, self.grounding_temperature))
 
 
-def _pad(tensors: List[torch.Tensor]):
-    """Stack N_i x D tensors into B x max(N) x D with a validity mask."""
+def _pad(tensors: List[torch.Tensor], dim: int, device):
+    """Stack N_i x D tensors into B x max(N) x D with a validity mask (B may be 0)."""
+    if not tensors:
+        return torch.zeros(0, 0, dim, device=device), torch.zeros(0, 0, dtype=torch.bool, device=device)
     longest = max(t.shape[0] for t in tensors)
     batch = torch.stack([F.pad(t, (0, 0, 0, longest - t.shape[0])) for t in tensors])
     mask = torch.stack([torch.arange(longest, device=batch.device) < t.shape[0] for t in tensors])

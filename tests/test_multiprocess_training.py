@@ -1,0 +1,130 @@
+"""Multi-process training and evaluation on CPU (gloo, DistributedDataParallel without device_ids),
+as a multi-GPU node runs them: teacher and student keep every process's weights identical, the
+student survives its sigma freeze, evaluation gathers on rank 0, and the multi-machine rendezvous
+(--num-machines 2, launched twice) works."""
+import filecmp
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from tests.helpers import REPO, make_shapes, requires_detectron2, run_script, write_shape_embeddings
+
+TEACHER = "configs/shapes/xpm_teacher_R18_FPN.yaml"
+STUDENT = "configs/shapes/xpm_student_R18_FPN.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@requires_detectron2
+class TestMultiProcessTraining(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        import torch
+
+        cls.torch = torch
+        cls.tmp = tempfile.TemporaryDirectory()
+        root = cls.tmp.name
+        make_shapes(os.path.join(root, "shapes"), num_train=8, num_val=4, image_size=96)
+        emb = write_shape_embeddings(os.path.join(root, "emb.npy"))
+        cls.env = {"DETECTRON2_DATASETS": root}
+        # 1 annotated + 1 caption image per process
+        cls.opts = ["MODEL.XPM.TEXT_EMBEDDINGS", emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0",
+                    "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2", "MODEL.DEVICE", "cpu"]
+        cls.teacher_dir = os.path.join(root, "teacher")
+        cls.teacher_dump = os.path.join(root, "teacher_ranks")
+        cls.train("--num-gpus", "2", "--config-file", TEACHER, "--dump", cls.teacher_dump, *cls.opts,
+                  "SOLVER.MAX_ITER", "4", "SOLVER.BASE_LR", "0.001", "DATASETS.TEST", "()", "OUTPUT_DIR", cls.teacher_dir)
+        cls.weights = os.path.join(cls.teacher_dir, "model_final.pth")
+        cls.labels = os.path.join(root, "labels")
+        run_script("tools/generate_pseudo_labels.py", "--config-file", TEACHER, "--dataset", "shapes_train_captions",
+                   "--output", cls.labels, *cls.opts, "MODEL.WEIGHTS", cls.weights, env=cls.env)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    @classmethod
+    def train(cls, *args):
+        result = subprocess.run([sys.executable, "-m", "tests.train_and_dump_weights", *args], cwd=REPO, capture_output=True,
+                                text=True, env={**os.environ, **cls.env}, timeout=600)
+        if result.returncode != 0:
+            raise AssertionError(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+        return result
+
+    def load_ranks(self, dump):
+        return [self.torch.load(os.path.join(dump, f"rank{r}.pth")) for r in range(2)]
+
+    def assert_same_parameters(self, ranks, model_file):
+        saved = self.torch.load(model_file)["model"]  # rank 0's
+        self.assertEqual(set(ranks[0]), set(ranks[1]))
+        self.assertEqual(set(ranks[0]), set(saved))
+        for name in ranks[0]:
+            if "running_" in name or "num_batches_tracked" in name:
+                continue  # batch-norm statistics are per process (detectron2's broadcast_buffers=False)
+            self.assertTrue(self.torch.equal(ranks[0][name], ranks[1][name]), name)
+            self.assertTrue(self.torch.equal(ranks[0][name], self.torch.as_tensor(saved[name])), name)
+
+    def test_teacher_with_grounding_keeps_the_processes_identical(self):
+        self.assert_same_parameters(self.load_ranks(self.teacher_dump), self.weights)
+        with open(os.path.join(self.teacher_dir, "log.txt")) as f:
+            log = f.read()
+        self.assertIn("World size: 2", log)
+        self.assertIn("loss_grounding", log)
+
+    def test_student_survives_the_sigma_freeze_with_identical_processes(self):
+        out, dump = os.path.join(self.tmp.name, "student"), os.path.join(self.tmp.name, "student_ranks")
+        self.train("--num-gpus", "2", "--config-file", STUDENT, "--dump", dump, *self.opts, "MODEL.WEIGHTS", self.weights,
+                   "XPM.PSEUDO_LABELS_FILE", os.path.join(self.labels, "pseudo_labels.json"),
+                   "MODEL.XPM.STUDENT.SIGMA_FREEZE_ITER", "2", "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2",
+                   "DATASETS.TEST", "()", "OUTPUT_DIR", out)
+        final = os.path.join(out, "model_final.pth")
+        ranks = self.load_ranks(dump)
+        self.assert_same_parameters(ranks, final)
+        # trained for iterations 0 and 1 (checkpoint model_0000001 is after them), frozen from 2 on
+        before_freeze = self.torch.load(os.path.join(out, "model_0000001.pth"))["model"]
+        initial = self.torch.load(self.weights)["model"]
+        sigma = "roi_heads.mask_head.sigma.3.weight"
+        self.assertNotIn(sigma, initial)  # the teacher has no sigma branch: it started from its init
+        self.assertTrue(self.torch.equal(ranks[0][sigma], before_freeze[sigma]))
+        predictor = "roi_heads.mask_head.predictor.weight"
+        self.assertFalse(self.torch.equal(ranks[0][predictor], before_freeze[predictor]))  # the rest trains on
+
+    def test_two_process_evaluation_equals_one_process(self):
+        results = {}
+        for gpus in ("1", "2"):
+            out = os.path.join(self.tmp.name, f"eval_{gpus}")
+            # threshold 0: every image keeps its 20 detections, so the comparison is not of empty files
+            run_script("tools/train_net.py", "--eval-only", "--num-gpus", gpus, "--config-file", TEACHER, *self.opts,
+                       "MODEL.WEIGHTS", self.weights, "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "OUTPUT_DIR", out, env=self.env)
+            results[gpus] = os.path.join(out, "inference", "shapes_val")
+        for name in ("results.json", "coco_instances_results.json"):
+            self.assertTrue(filecmp.cmp(os.path.join(results["1"], name), os.path.join(results["2"], name), shallow=False), name)
+        import json
+
+        with open(os.path.join(results["2"], "coco_instances_results.json")) as f:
+            self.assertEqual(len({d["image_id"] for d in json.load(f)}), 4)  # both processes' images are there
+
+    def test_two_machines_rendezvous(self):
+        out = os.path.join(self.tmp.name, "two_machines")
+        url = f"tcp://127.0.0.1:{free_port()}"
+        machines = [subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--num-gpus", "1", "--num-machines", "2",
+                                      "--machine-rank", str(rank), "--dist-url", url, "--config-file", TEACHER, *self.opts,
+                                      "SOLVER.MAX_ITER", "2", "DATASETS.TEST", "()", "OUTPUT_DIR", out],
+                                     cwd=REPO, env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    for rank in (0, 1)]
+        outputs = [m.communicate(timeout=600)[0] for m in machines]
+        self.assertEqual([m.returncode for m in machines], [0, 0], outputs[1][-3000:])
+        self.assertTrue(os.path.exists(os.path.join(out, "model_final.pth")))
+        with open(os.path.join(out, "log.txt")) as f:
+            self.assertIn("World size: 2", f.read())
+
+
+if __name__ == "__main__":
+    unittest.main()
