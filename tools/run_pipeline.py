@@ -1,12 +1,38 @@
 #!/usr/bin/env python
 """All of XPM in one command: teacher -> pseudo labels -> student -> evaluation of both, here or as
-dependent Slurm jobs; see ``--help`` and README.md. The code is in xpseudo/pipeline.py."""
-import os
+dependent Slurm jobs (--slurm), and where those jobs stand (--status); see ``--help`` and README.md.
+The code is in xpseudo/pipeline.py (the stages) and xpseudo/slurm/ (the jobs)."""
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a clone
+from xpseudo.pipeline import parse_args, run_pipeline
+from xpseudo.slurm import SlurmOptionError
 
-from xpseudo.pipeline import main  # noqa: E402
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    if args.status:
+        from xpseudo.slurm.status import pipeline_status
+
+        try:
+            print(pipeline_status(args.output))
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    if args.slurm:
+        from xpseudo.slurm.jobs import wait_if_local
+        from xpseudo.slurm.pipeline_jobs import submit_pipeline
+
+        try:
+            jobs = submit_pipeline(args, [a for a in argv if a != "--slurm"])
+            wait_if_local(args, jobs["summary"])
+        except SlurmOptionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
+    return run_pipeline(args)
+
 
 if __name__ == "__main__":
     sys.exit(main())

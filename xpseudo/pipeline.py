@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from xpseudo.slurm import SlurmOptionError, add_slurm_arguments
+from xpseudo.slurm.options import add_slurm_arguments
 from xpseudo.utils.io import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +111,10 @@ def plan(args) -> argparse.Namespace:
     teacher_config, student_config = find_configs(args.config_dir)
     output = os.path.abspath(args.output)
     teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
-    teacher_opts, student_opts = [*args.opts, *args.teacher_opts], [*args.opts, *args.student_opts]
+    common = list(args.opts)
+    if getattr(args, "gpus_per_node", None) == 0 and "MODEL.DEVICE" not in common[::2]:
+        common += ["MODEL.DEVICE", "cpu"]  # a CPU partition: every stage, evaluation included, on the CPU
+    teacher_opts, student_opts = [*common, *args.teacher_opts], [*common, *args.student_opts]
     teacher_cfg = load_config(teacher_config, teacher_opts)
     ensure_data(teacher_cfg)
     return argparse.Namespace(
@@ -122,7 +125,7 @@ def plan(args) -> argparse.Namespace:
     )
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-dir", required=True)
     parser.add_argument("--output", required=True)
@@ -131,20 +134,19 @@ def main(argv=None) -> int:
     parser.add_argument("--opts", nargs="*", default=[], help="overrides for every stage, KEY VALUE pairs")
     parser.add_argument("--teacher-opts", nargs="*", default=[], help="overrides for the teacher only")
     parser.add_argument("--student-opts", nargs="*", default=[], help="overrides for the student only")
+    parser.add_argument("--status", action="store_true",
+                        help="after --slurm: each stage's job, its state, and why a stage failed or will never run")
     add_slurm_arguments(parser)
-    args = parser.parse_args(argv)
-    if args.slurm:
-        from xpseudo.slurm.jobs import wait_if_local
-        from xpseudo.slurm.pipeline_jobs import submit_pipeline
+    return parser.parse_args(argv)
 
-        try:
-            jobs = submit_pipeline(args, [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--slurm"])
-            wait_if_local(args, jobs["summary"])
-        except SlurmOptionError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        return 0
 
+def main(argv=None) -> int:
+    """Every stage here, one after another (what the tool runs without --slurm, and what the Slurm
+    pipeline's last job runs to evaluate and summarise)."""
+    return run_pipeline(parse_args(argv))
+
+
+def run_pipeline(args) -> int:
     from xpseudo.config import load_config
 
     p = plan(args)

@@ -1,11 +1,15 @@
-"""Command line of tools/generate_pseudo_labels.py, importable so Slurm jobs run the same code."""
+"""Command line of tools/generate_pseudo_labels.py, importable so Slurm jobs run the same code.
+
+Library side only: parsing, generating shards and merging here. Submitting to Slurm is
+``xpseudo.slurm.jobs``' (which calls into this module), chosen by the tool.
+"""
 import argparse
 import json
 import logging
 import os
 import sys
 
-from xpseudo.slurm import SlurmOptionError, add_slurm_arguments
+from xpseudo.slurm.options import add_slurm_arguments
 from xpseudo.utils.io import InputError
 
 from .shards import merge_shards, shard_bounds
@@ -114,20 +118,9 @@ def merge(output: str, num_shards=None) -> None:
     )
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    try:
-        if args.merge:
-            merge(args.output, args.num_shards)
-        elif args.slurm:
-            from xpseudo.slurm.jobs import submit_pseudo_labels, wait_if_local
-
-            _, merge_job = submit_pseudo_labels(args)
-            wait_if_local(args, [merge_job])
-        else:
-            generate(args)
-    except (InputError, ValueError, SlurmOptionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
+def run(args) -> None:
+    """Here, without Slurm: only the merge, or the shards (all, or --shard-index) then the merge."""
+    if args.merge:
+        merge(args.output, args.num_shards)
+    else:
+        generate(args)

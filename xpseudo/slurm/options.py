@@ -5,11 +5,10 @@ import re
 import tempfile
 from typing import Dict, Iterable, Optional, Sequence
 
+from .errors import SlurmOptionError
+from .partition import check_request
+
 CLUSTERS = ("slurm", "local", "debug")
-
-
-class SlurmOptionError(ValueError):
-    """A Slurm request that cannot be submitted (found before anything is submitted)."""
 
 
 def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,12 +17,15 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slurm-cluster", choices=CLUSTERS, default="slurm",
                        help="submitit executor: slurm, or local (run as a local background job; what the tests use)")
     group.add_argument("--nodes", type=int, default=1)
-    group.add_argument("--gpus-per-node", type=int, default=8)
+    group.add_argument("--gpus-per-node", type=int, default=8,
+                       help="0: a CPU partition (training then runs --num-gpus processes per node with MODEL.DEVICE cpu)")
     group.add_argument("--partition", default=None)
     group.add_argument("--time", type=int, default=60 * 24, help="time limit in minutes")
     group.add_argument("--job-dir", default=None, help="submitit folder (logs, pickles); default ./slurm_jobs")
     group.add_argument("--mem-gb", type=int, default=None, help="memory per node")
-    group.add_argument("--cpus-per-gpu", type=int, default=10)
+    group.add_argument("--cpus-per-gpu", type=int, default=10, help="CPUs asked per GPU (the default of --cpus-per-task)")
+    group.add_argument("--cpus-per-task", type=int, default=None,
+                       help="CPUs of each task (one task per node); default: --cpus-per-gpu x GPUs, or one per process on CPU")
     group.add_argument("--constraint", default=None)
     group.add_argument("--comment", default=None)
     group.add_argument("--account", default=None)
@@ -67,9 +69,21 @@ def check_job_dir(job_dir: str) -> str:
     return job_dir
 
 
-def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Optional[int] = None, after: Sequence = ()):
+def cpus_per_task(args, gpus: int, tasks_per_node: int = 1, processes: int = 1) -> int:
+    """``--cpus-per-task`` if given; else ``--cpus-per-gpu`` x GPUs, or one CPU per process for a
+    CPU job (``gpus`` 0), shared by the node's tasks."""
+    if getattr(args, "cpus_per_task", None):
+        return args.cpus_per_task
+    wanted = args.cpus_per_gpu * gpus if gpus > 0 else processes
+    return max(1, wanted // tasks_per_node)
+
+
+def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Optional[int] = None, after: Sequence = (),
+                   processes: int = 1):
     """A submitit AutoExecutor for ``args`` (flags of ``add_slurm_arguments``); every parameter is
-    checked by submitit here, so a bad one fails before anything is submitted. Its jobs start after
+    checked by submitit here, and (on a real cluster) the request per node against what ``sinfo``
+    reports for the partition, so a bad one fails before anything is submitted rather than pending
+    forever. ``processes``: processes per node of a CPU job (its default CPUs). Its jobs start after
     the jobs ``after`` succeed: a Slurm afterok dependency (an array is waited on as a whole), or,
     for the local executor, which has no dependencies, by waiting for them here."""
     import submitit
@@ -80,8 +94,8 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
         name=name,
         nodes=args.nodes if args.slurm_cluster == "slurm" else 1,  # a local job is one machine
         tasks_per_node=tasks_per_node,
-        gpus_per_node=gpus,
-        cpus_per_task=max(1, args.cpus_per_gpu * max(gpus, 1) // tasks_per_node),
+        gpus_per_node=gpus if gpus > 0 else None,  # a CPU job asks for no GPU at all
+        cpus_per_task=cpus_per_task(args, gpus, tasks_per_node, processes),
         timeout_min=args.time,
         mem_gb=args.mem_gb,
         slurm_partition=args.partition,
@@ -93,6 +107,15 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
         slurm_signal_delay_s=120,  # time for checkpoint() to requeue before the kill
     )
     parameters.update({f"slurm_{k}": v for k, v in _key_values(args.slurm_option, "--slurm-option").items()})
+    if args.slurm_cluster == "slurm":
+        if getattr(args, "cpus_per_task", None):
+            cpus_flag = "--cpus-per-task"
+        elif gpus > 0:
+            cpus_flag = f"--cpus-per-task (default: --cpus-per-gpu {args.cpus_per_gpu} x {gpus} GPUs)"
+        else:
+            cpus_flag = "--cpus-per-task (default: one per process)"
+        check_request(args.partition, nodes=parameters["nodes"], gpus_per_node=gpus,
+                      cpus_per_node=parameters["cpus_per_task"] * tasks_per_node, mem_gb=args.mem_gb, cpus_flag=cpus_flag)
     additional = _key_values(args.sbatch, "--sbatch")
     if after and args.slurm_cluster == "slurm":
         additional["dependency"] = "afterok:" + ":".join(sorted({str(job.job_id).split("_")[0] for job in after}))

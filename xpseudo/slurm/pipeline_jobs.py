@@ -4,11 +4,13 @@ import os
 
 from .jobs import PipelineSummaryJob, submit_pseudo_labels, submit_training
 from .options import build_executor, print_submitted, slurm_fields
+from .status import record_jobs
 
 
 def submit_pipeline(args, argv):
     """Submit teacher -> shards -> merge -> student -> summary; stages whose output exists are
-    skipped. ``argv``: the pipeline's own command line without --slurm (the summary job reruns it)."""
+    skipped. ``argv``: the pipeline's own command line without --slurm (the summary job reruns it).
+    The job ids go to OUTPUT/slurm_jobs.json, which ``run_pipeline.py --status`` reads."""
     from xpseudo.pipeline import plan
 
     slurm = slurm_fields(args)
@@ -20,7 +22,7 @@ def submit_pipeline(args, argv):
     teacher_weights, pseudo_labels = p.teacher_weights, p.pseudo_labels
 
     def training(config_file, opts):
-        return argparse.Namespace(**slurm, config_file=config_file, resume=True, eval_only=False, num_gpus=args.gpus_per_node,
+        return argparse.Namespace(**slurm, config_file=config_file, resume=True, eval_only=False, num_gpus=args.num_gpus,
                                   num_machines=1, machine_rank=0, dist_url="auto", opts=list(opts))
 
     previous, jobs = [], {}
@@ -42,4 +44,5 @@ def submit_pipeline(args, argv):
     summary = executor.submit(PipelineSummaryJob(argv))
     print_submitted("evaluation and summary", [summary])
     jobs["summary"] = [summary]
+    print(f"job ids recorded in {record_jobs(p.output, jobs)}; see where they stand with --status")
     return jobs
