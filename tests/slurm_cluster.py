@@ -63,6 +63,7 @@ class SlurmCluster:
         self.conf = os.path.join(self.directory, "slurm.conf")
         self.munge_socket = os.path.join(self.directory, "munge", "munge.socket")
         self._pid_files: Dict[str, str] = {}
+        self._signallers: List[subprocess.Popen] = []
 
     # --- lifecycle ---
     def start(self, timeout: float = 60.0) -> "SlurmCluster":
@@ -82,6 +83,7 @@ class SlurmCluster:
 
     def stop(self) -> None:
         """Cancel every job, stop the daemons (slurmd, slurmctld, munged) and wait for them."""
+        self.stop_signalling()
         if os.path.exists(self.conf):
             subprocess.run(["scancel", "--full", "--user", str(os.getuid())], env=self.env(), capture_output=True, timeout=30)
         for daemon in ("slurmd", "slurmctld", "munged"):
@@ -117,6 +119,21 @@ class SlurmCluster:
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.strip()}")
         return result.stdout
+
+    def signal(self, job_id: str, name: str = "USR2") -> None:
+        """``scancel --signal=NAME JOB`` without waiting for it: when the job requeues itself on the
+        signal (submitit does on USR2), scancel keeps retrying its other steps ("Job can not be
+        altered now") for a minute or more."""
+        self._signallers.append(subprocess.Popen(["scancel", f"--signal={name}", str(job_id)], env=self.env(),
+                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop_signalling(self) -> None:
+        """Stop the scancel calls of ``signal`` still retrying (once their job has requeued, a late
+        retry would signal the restarted job again)."""
+        for process in self._signallers:
+            process.kill()
+            process.wait()
+        self._signallers.clear()
 
     def job(self, job_id: str) -> Dict[str, str]:
         """``scontrol show job`` as a dict (JobState, Restarts, Reason, ExitCode ...); {} once purged."""
@@ -191,7 +208,6 @@ class SlurmCluster:
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_CPU",  # CPUs are the consumable: jobs of 1 CPU share the node
             "SchedulerType=sched/backfill",
-            "SchedulerParameters=kill_invalid_depend",  # dependents of a failed job end instead of pending forever
             "MpiDefault=none",
             "ReturnToService=2",
             "JobRequeue=1",

@@ -46,6 +46,32 @@ class TestSlurmOptions(unittest.TestCase):
             with self.assertRaisesRegex(SlurmOptionError, "job dir .*a_file/jobs is not writable"):
                 build_executor(slurm_args(["--job-dir", os.path.join(blocker, "jobs")]), "x")
 
+    def test_sinfo_reading_and_impossible_requests(self):
+        from xpseudo.slurm.partition import NodeResources, check_request, gpu_count, parse_sinfo
+
+        self.assertEqual([gpu_count(g) for g in ("gpu:8", "gpu:a100:4(S:0-1),shard:8", "(null)", "gpu:v100:2,gpu:t4:1")], [8, 4, 0, 3])
+        sinfo = "gpu|64|512000|gpu:a100:8(S:0-1)\ngpu|64|512000|gpu:a100:8(S:0-1)\ncpu*|32+|128000|(null)\n"
+        self.assertEqual(parse_sinfo(sinfo, "gpu"), [NodeResources(64, 512000, 8)] * 2)
+        self.assertEqual(parse_sinfo(sinfo, None), [NodeResources(32, 128000, 0)])  # the default partition
+        gpu_nodes = parse_sinfo(sinfo, "gpu")
+        check_request("gpu", nodes=2, gpus_per_node=8, cpus_per_node=64, mem_gb=500, available=gpu_nodes)
+        with self.assertRaisesRegex(SlurmOptionError, r"--nodes 3: only 2 node\(s\) of partition gpu"):
+            check_request("gpu", nodes=3, gpus_per_node=8, cpus_per_node=64, mem_gb=None, available=gpu_nodes)
+        with self.assertRaisesRegex(SlurmOptionError, r"--cpus-per-task 80: the nodes of partition gpu have at most 64 CPUs"):
+            check_request("gpu", nodes=1, gpus_per_node=8, cpus_per_node=80, mem_gb=None, available=gpu_nodes)
+        with self.assertRaisesRegex(SlurmOptionError, r"--gpus-per-node 8: .* at most 0 GPUs \(use --gpus-per-node 0"):
+            check_request(None, nodes=1, gpus_per_node=8, cpus_per_node=8, mem_gb=None, available=parse_sinfo(sinfo, None))
+        with self.assertRaisesRegex(SlurmOptionError, r"--partition: sinfo lists no node in partition big"):
+            check_request("big", nodes=1, gpus_per_node=0, cpus_per_node=1, mem_gb=None, available=parse_sinfo(sinfo, "big"))
+
+    def test_cpu_jobs_ask_one_cpu_per_process_unless_told(self):
+        from xpseudo.slurm.options import cpus_per_task
+
+        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "8"]), gpus=8), 80)
+        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "0"]), gpus=0, processes=2), 2)
+        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "0", "--cpus-per-task", "16"]), gpus=0, processes=2), 16)
+        self.assertEqual(cpus_per_task(slurm_args(["--cpus-per-task", "6"]), gpus=8), 6)
+
     def test_port_from_job_id(self):
         self.assertEqual(job_port("1234"), 16234)
         self.assertEqual(job_port("1234_7"), job_port("12347"))
@@ -171,6 +197,14 @@ class TestSubmission(unittest.TestCase):
         self.assertEqual(dependency_of(merge), [f"#SBATCH --dependency=afterok:{shards}"])
         self.assertEqual(dependency_of(student), [f"#SBATCH --dependency=afterok:{merge}"])
         self.assertEqual(dependency_of(summary), [f"#SBATCH --dependency=afterok:{student}"])
+        for job_id in (shards, merge, student, summary):  # a failed stage ends its dependents
+            text = files.get(f"{job_id}_submission.sh") or files[f"{job_id}_0_submission.sh"]
+            self.assertIn("#SBATCH --kill-on-invalid-dep=yes", text)
+        with open(os.path.join(out, "slurm_jobs.json")) as f:  # what --status reads
+            recorded = json.load(f)["stages"]
+        self.assertEqual([(s["stage"], s["jobs"][0]["job_id"].split("_")[0]) for s in recorded],
+                         list(zip(["teacher", "pseudo-label shards", "merge", "student", "summary"], ids.values())))
+        self.assertEqual(len(recorded[1]["jobs"]), 2)  # one per array task
 
     def test_more_shards_than_images_refused_before_submitting(self):
         weights = os.path.join(self.tmp.name, "fake.pth")

@@ -119,6 +119,9 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
     additional = _key_values(args.sbatch, "--sbatch")
     if after and args.slurm_cluster == "slurm":
         additional["dependency"] = "afterok:" + ":".join(sorted({str(job.job_id).split("_")[0] for job in after}))
+        # when a stage fails its dependents end (CANCELLED, DependencyNeverSatisfied) instead of
+        # pending for ever, whatever the cluster's SchedulerParameters say
+        additional.setdefault("kill-on-invalid-dep", "yes")
     elif after:
         for job in after:
             job.result()  # raises if the job failed
