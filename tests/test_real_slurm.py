@@ -231,7 +231,7 @@ class TestRealSlurm(unittest.TestCase):
                                      "training (" + os.path.join(out, "student") + ")", "evaluation and summary"])
         summary_id = ids["evaluation and summary"]
         info = self.wait_for([summary_id], timeout=900)[summary_id]
-        status = self.tool("run_pipeline.py", "--status", "--output", out, "--config-dir", "configs/shapes").stdout
+        status = self.tool("run_pipeline.py", "--status", "--output", out).stdout
         self.assertEqual(info["JobState"], "COMPLETED", status)
         with open(os.path.join(out, "summary.json")) as f:
             summary = json.load(f)
@@ -252,7 +252,7 @@ class TestRealSlurm(unittest.TestCase):
             self.assertEqual(states[job_id]["JobState"], "CANCELLED")
             self.assertEqual(states[job_id]["Reason"], "DependencyNeverSatisfied")
         self.assertFalse(os.path.exists(os.path.join(out, "summary.json")))
-        status = self.tool("run_pipeline.py", "--status", "--output", out, "--config-dir", "configs/shapes").stdout
+        status = self.tool("run_pipeline.py", "--status", "--output", out).stdout
         rows = {line.split()[0]: line for line in status.splitlines()[1:] if line.strip()}
         self.assertIn("FAILED", rows["teacher"])
         self.assertIn("ValueError: MODEL.XPM.TRAIN_CLASSES must be 'base' or 'all', got 'bogus'", rows["teacher"])

@@ -6,6 +6,7 @@ import re
 import stat
 import tempfile
 import unittest
+from unittest import mock
 
 from tests.helpers import make_shapes, requires_detectron2, run_script, write_shape_embeddings
 from xpseudo.slurm import SlurmOptionError, add_slurm_arguments, build_executor, job_port
@@ -71,6 +72,32 @@ class TestSlurmOptions(unittest.TestCase):
         self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "0"]), gpus=0, processes=2), 2)
         self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "0", "--cpus-per-task", "16"]), gpus=0, processes=2), 16)
         self.assertEqual(cpus_per_task(slurm_args(["--cpus-per-task", "6"]), gpus=8), 6)
+
+    def test_status_from_result_files_when_slurm_forgot_the_jobs(self):
+        import pickle
+
+        from xpseudo.slurm.status import pipeline_status
+
+        with tempfile.TemporaryDirectory() as tmp:
+            def job(job_id, outcome=None):
+                paths = {k: os.path.join(tmp, f"{job_id}_{k}") for k in ("result", "stdout", "stderr")}
+                if outcome:
+                    with open(paths["result"], "wb") as f:
+                        pickle.dump(outcome, f)
+                return {"job_id": job_id, **paths}
+            stages = [{"stage": "teacher", "jobs": [job("7", ("success", None))]},
+                      {"stage": "pseudo-label shards", "jobs": [job("8_0", ("success", 0)), job("8_1", ("error", "Traceback ...\nValueError: boom\n"))]},
+                      {"stage": "merge", "jobs": [job("9")]}]
+            with open(os.path.join(tmp, "slurm_jobs.json"), "w") as f:
+                json.dump({"stages": stages}, f)
+            env = {k: v for k, v in os.environ.items() if k != "SLURM_CONF"}  # no cluster: scontrol and sacct fail
+            with mock.patch.dict(os.environ, env, clear=True):
+                lines = pipeline_status(tmp).splitlines()
+        self.assertEqual(lines[1].split(), ["teacher", "7", "COMPLETED"])
+        self.assertEqual(lines[2].split()[:5], ["pseudo-label", "shards", "8", "(x2)", "COMPLETED/FAILED"])
+        self.assertTrue(lines[2].endswith("ValueError: boom"))
+        self.assertEqual(lines[3].split(), ["merge", "9", "UNKNOWN"])
+        self.assertEqual(lines[-1], f"first failed stage: pseudo-label shards (job 8_1); its log: {os.path.join(tmp, '8_1_stderr')}")
 
     def test_port_from_job_id(self):
         self.assertEqual(job_port("1234"), 16234)

@@ -127,7 +127,7 @@ def plan(args) -> argparse.Namespace:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-dir", required=True)
+    parser.add_argument("--config-dir", help="folder with one xpm_teacher_*.yaml and one xpm_student_*.yaml (not needed with --status)")
     parser.add_argument("--output", required=True)
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--num-shards", type=int, default=1, help="pseudo-label shards (run one after another here)")
@@ -137,7 +137,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--status", action="store_true",
                         help="after --slurm: each stage's job, its state, and why a stage failed or will never run")
     add_slurm_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.config_dir and not args.status:
+        parser.error("--config-dir is required")
+    return args
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,7 @@ def record_jobs(output: str, stages: Dict[str, list]) -> str:
 
 def _run(command: List[str]) -> Optional[str]:
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=15)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return result.stdout if result.returncode == 0 else None
@@ -87,7 +87,7 @@ def pipeline_status(output: str) -> str:
         raise FileNotFoundError(f"{path} not found: no pipeline was submitted with --slurm to {output}")
     with open(path) as f:
         stages = json.load(f)["stages"]
-    lines = [f"{'stage':<22}{'job':<14}{'state':<14}why"]
+    lines = [f"{'stage':<21} {'job':<13} {'state':<17} why"]
     first_failure = None
     for stage in stages:
         statuses = [(job, job_status(job)) for job in stage["jobs"]]
@@ -102,7 +102,7 @@ def pipeline_status(output: str) -> str:
                 first_failure = (stage["stage"], job["job_id"], s["log"])
         elif any(s.get("reason") not in ("", "None", None) for _, s in statuses):
             why = next(s["reason"] for _, s in statuses if s.get("reason") not in ("", "None", None))
-        lines.append(f"{stage['stage']:<22}{ids:<14}{'/'.join(states):<14}{why}")
+        lines.append(f"{stage['stage']:<21} {ids:<13} {'/'.join(states):<17} {why}".rstrip())
     if first_failure:
         stage, job_id, log = first_failure
         lines.append(f"\nfirst failed stage: {stage} (job {job_id}); its log: {log}")
