@@ -7,7 +7,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 
 from xpseudo.slurm.options import add_slurm_arguments
 from xpseudo.utils.io import InputError
