@@ -142,6 +142,27 @@ class TestShardsAndMerge(unittest.TestCase):
             merge_shards(self.dir, 2)
         self.assertEqual(self.merged_file(), before)
 
+    def test_merge_reads_each_shard_once_and_a_corrupt_line_keeps_the_previous_output(self):
+        from unittest import mock
+
+        import xpseudo.pseudo.shards as shards
+
+        write_shards(self.dir, 11, 3)
+        with mock.patch.object(shards, "iter_shard", wraps=shards.iter_shard) as reads:
+            before, _ = self.merged(self.dir)
+        self.assertEqual(sorted(c.args[0] for c in reads.call_args_list), [shard_path(self.dir, i, 3) for i in range(3)])
+        # a line broken in the middle of a shard (header and footer intact) is found by the one pass
+        path = shard_path(self.dir, 1, 3)
+        with open(path) as f:
+            lines = f.readlines()
+        lines[2] = lines[2][: len(lines[2]) // 2] + "\n"
+        with open(path, "w") as f:
+            f.writelines(lines)
+        with self.assertRaisesRegex(InputError, r"shard-00001-of-00003\.jsonl: line 3 is not JSON"):
+            merge_shards(self.dir, 3)
+        self.assertEqual(self.merged_file(), before)
+        self.assertEqual([n for n in os.listdir(self.dir) if n.startswith(".")], [])  # no spill or temp file left
+
     def merged_file(self):
         with open(os.path.join(self.dir, "pseudo_labels.json")) as f:
             return json.load(f)

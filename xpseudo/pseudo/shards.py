@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -140,14 +142,29 @@ def iter_shard(path: str) -> Iterator[dict]:
 
 
 def _read_header_and_footer(path: str) -> Tuple[dict, Optional[dict]]:
-    header = footer = None
-    for line in iter_shard(path):
-        if header is None:
-            header = line.get("header")
-            if header is None:
-                raise InputError(path, "first line is not a shard header")
-        if "footer" in line:
-            footer = line["footer"]
+    """A shard's first and last lines, without reading what is between (the merge checks every
+    shard before it reads any in full). The footer is None when the last line is not one."""
+    with open(path, "rb") as f:
+        first = f.readline()
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        tail, block = b"", 1 << 16
+        while size > 0 and tail.count(b"\n") < 2:  # the last complete line and the newline before it
+            step = min(block, size)
+            size -= step
+            f.seek(size)
+            tail = f.read(step) + tail
+    try:
+        header = json.loads(first).get("header")
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"line 1 is not JSON ({e.msg}); delete the shard and rerun it") from e
+    if header is None:
+        raise InputError(path, "first line is not a shard header")
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    try:
+        footer = json.loads(last).get("footer")
+    except json.JSONDecodeError:
+        footer = None
     return header, footer
 
 
@@ -202,22 +219,23 @@ def merge_shards(output_dir: str, num_shards: Optional[int] = None) -> dict:
         raise InputError(paths[-1], f"shards cover {end} images, the dataset has {reference['num_images']}")
 
     output = os.path.join(output_dir, "pseudo_labels.json")
-    with atomic_write(output) as f:
+    # One pass over each shard: images go straight to the output, annotations (which COCO lists
+    # after all images) to a spill file beside it, appended at the end.
+    with atomic_write(output) as f, tempfile.TemporaryFile("w+", dir=output_dir, prefix=".annotations.") as spill:
         f.write('{"info":' + _dumps({"description": "xpseudo pseudo labels", "provenance": "provenance.json"}))
         f.write(',"categories":' + _dumps(reference["categories"]) + ',"images":[')
-        first = True
-        for path in paths:
-            for line in iter_shard(path):
-                if line.get("status") == "labeled":
-                    f.write(("" if first else ",") + _dumps(line["image"]))
-                    first = False
-        f.write('],"annotations":[')
-        next_id = 1
+        first, next_id = True, 1
         for path in paths:
             for line in iter_shard(path):
                 if "annotation" in line:
-                    f.write(("" if next_id == 1 else ",") + _dumps({"id": next_id, **line["annotation"]}))
+                    spill.write(("" if next_id == 1 else ",") + _dumps({"id": next_id, **line["annotation"]}))
                     next_id += 1
+                elif line.get("status") == "labeled":
+                    f.write(("" if first else ",") + _dumps(line["image"]))
+                    first = False
+        f.write('],"annotations":[')
+        spill.seek(0)
+        shutil.copyfileobj(spill, f, 1 << 20)
         f.write("]}\n")
     totals = count_images([])
     for footer in footers:
