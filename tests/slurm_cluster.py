@@ -52,7 +52,8 @@ def _memory_mb() -> int:
 
 
 class SlurmCluster:
-    """One node (this machine, all its CPUs), one partition ``debug``; root or a normal user."""
+    """One node (this machine, all its CPUs), one partition ``debug``, daemons and jobs running as
+    the current user (tested as root, which is how CI runs; slurmd as another user is untested)."""
 
     def __init__(self, directory: str, cpus: Optional[int] = None, partition: str = "debug"):
         self.directory = os.path.abspath(directory)
