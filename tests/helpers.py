@@ -3,6 +3,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 import unittest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,3 +51,25 @@ def make_shapes(directory, seed=0, num_train=40, num_val=20, image_size=96):
         OvisSplit.from_file(metadata_file("shapes_split.json")),
         seed=seed, num_train=num_train, num_val=num_val, image_size=image_size,
     )
+
+
+class RegisteredShapes:
+    """unittest mixin: a small shapes dataset registered as the builtin shapes_* datasets and
+    32-d class embeddings (``cls.embeddings``) for the whole class; the builtins are restored
+    afterwards. detectron2 is imported only when the class is set up."""
+
+    @classmethod
+    def setUpClass(cls):
+        from xpseudo.data.builtin import register_all_builtin
+
+        cls.tmp = tempfile.TemporaryDirectory()
+        make_shapes(os.path.join(cls.tmp.name, "shapes"), num_train=8, num_val=2, image_size=96)
+        register_all_builtin(cls.tmp.name)
+        cls.embeddings = write_shape_embeddings(os.path.join(cls.tmp.name, "emb.npy"))
+
+    @classmethod
+    def tearDownClass(cls):
+        from xpseudo.data.builtin import register_all_builtin
+
+        register_all_builtin()
+        cls.tmp.cleanup()

@@ -6,7 +6,7 @@ import unittest
 
 import numpy as np
 
-from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, requires_detectron2, write_shape_embeddings
+from tests.helpers import HAS_DETECTRON2, REPO, RegisteredShapes, requires_detectron2
 
 if HAS_DETECTRON2:
     import torch
@@ -17,7 +17,6 @@ if HAS_DETECTRON2:
 
     import xpseudo.modeling  # noqa: F401
     from xpseudo.config import add_xpseudo_config
-    from xpseudo.data.builtin import register_all_builtin
     from xpseudo.data.pseudo_dataset import check_pseudo_label_file, merge_pseudo_labels
     from xpseudo.engine.hooks import DropFrozenGradients
     from xpseudo.utils.io import InputError
@@ -48,19 +47,7 @@ def image_with(classes, pseudo, size=96):
 
 
 @requires_detectron2
-class TestXPMStudent(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        make_shapes(os.path.join(cls.tmp.name, "shapes"), num_train=8, num_val=2, image_size=96)
-        register_all_builtin(cls.tmp.name)
-        cls.embeddings = write_shape_embeddings(os.path.join(cls.tmp.name, "emb.npy"))
-
-    @classmethod
-    def tearDownClass(cls):
-        register_all_builtin()
-        cls.tmp.cleanup()
-
+class TestXPMStudent(RegisteredShapes, unittest.TestCase):
     def batch(self):
         return [image_with([0, 6, 5], [False, True, True]), image_with([], []), image_with([7, 2], [True, False])]
 

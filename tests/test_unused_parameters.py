@@ -3,11 +3,9 @@ parameter from every process at every step. These are the batches one process ca
 multi-GPU run; after backward each must leave no trainable parameter without a gradient, and the
 loss names must be the same whatever the batch (detectron2 averages losses across processes by
 name)."""
-import os
-import tempfile
 import unittest
 
-from tests.helpers import HAS_DETECTRON2, make_shapes, requires_detectron2, write_shape_embeddings
+from tests.helpers import HAS_DETECTRON2, RegisteredShapes, requires_detectron2
 
 if HAS_DETECTRON2:
     import torch
@@ -15,7 +13,6 @@ if HAS_DETECTRON2:
     from detectron2.utils.events import EventStorage
 
     import xpseudo.modeling  # noqa: F401
-    from xpseudo.data.builtin import register_all_builtin
     from xpseudo.engine.hooks import DropFrozenGradients
     from tests.test_student import image_with, student_cfg
     from tests.test_teacher import annotated_image, teacher_cfg
@@ -28,19 +25,7 @@ def without_gradient(model):
 
 
 @requires_detectron2
-class TestEveryParameterInTheGraph(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        make_shapes(os.path.join(cls.tmp.name, "shapes"), num_train=8, num_val=2, image_size=96)
-        register_all_builtin(cls.tmp.name)
-        cls.embeddings = write_shape_embeddings(os.path.join(cls.tmp.name, "emb.npy"))
-
-    @classmethod
-    def tearDownClass(cls):
-        register_all_builtin()
-        cls.tmp.cleanup()
-
+class TestEveryParameterInTheGraph(RegisteredShapes, unittest.TestCase):
     def step(self, model, batch, iteration=0):
         model.train()
         model.zero_grad(set_to_none=True)
