@@ -54,16 +54,18 @@ def make_shapes(directory, seed=0, num_train=40, num_val=20, image_size=96):
 
 
 class RegisteredShapes:
-    """unittest mixin: a small shapes dataset registered as the builtin shapes_* datasets and
-    32-d class embeddings (``cls.embeddings``) for the whole class; the builtins are restored
-    afterwards. detectron2 is imported only when the class is set up."""
+    """unittest mixin: a small shapes dataset (``shapes_size`` images) registered as the builtin
+    shapes_* datasets and 32-d class embeddings (``cls.embeddings``) for the whole class; the
+    builtins are restored afterwards. detectron2 is imported only when the class is set up."""
+
+    shapes_size = {"num_train": 8, "num_val": 2}
 
     @classmethod
     def setUpClass(cls):
         from xpseudo.data.builtin import register_all_builtin
 
         cls.tmp = tempfile.TemporaryDirectory()
-        make_shapes(os.path.join(cls.tmp.name, "shapes"), num_train=8, num_val=2, image_size=96)
+        make_shapes(os.path.join(cls.tmp.name, "shapes"), image_size=96, **cls.shapes_size)
         register_all_builtin(cls.tmp.name)
         cls.embeddings = write_shape_embeddings(os.path.join(cls.tmp.name, "emb.npy"))
 

@@ -68,10 +68,11 @@ class TestSlurmOptions(unittest.TestCase):
     def test_cpu_jobs_ask_one_cpu_per_process_unless_told(self):
         from xpseudo.slurm.options import cpus_per_task
 
-        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "8"]), gpus=8), 80)
-        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "0"]), gpus=0, processes=2), 2)
-        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "0", "--cpus-per-task", "16"]), gpus=0, processes=2), 16)
-        self.assertEqual(cpus_per_task(slurm_args(["--cpus-per-task", "6"]), gpus=8), 6)
+        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "8"]), gpus=8),
+                         (80, "--cpus-per-task (default: --cpus-per-gpu 10 x 8 GPUs)"))
+        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "0"]), gpus=0, processes=2), (2, "--cpus-per-task (default: one per process)"))
+        self.assertEqual(cpus_per_task(slurm_args(["--gpus-per-node", "0", "--cpus-per-task", "16"]), gpus=0, processes=2), (16, "--cpus-per-task"))
+        self.assertEqual(cpus_per_task(slurm_args(["--cpus-per-task", "6"]), gpus=8), (6, "--cpus-per-task"))
 
     def test_status_from_result_files_when_slurm_forgot_the_jobs(self):
         import pickle

@@ -7,7 +7,8 @@ import unittest
 import cv2
 import numpy as np
 
-from tests.helpers import HAS_DETECTRON2, REPO, SHAPES, make_shapes, requires_detectron2, run_script, write_shape_embeddings
+from tests.helpers import (HAS_DETECTRON2, REPO, SHAPES, RegisteredShapes, make_shapes, requires_detectron2, run_script,
+                           write_shape_embeddings)
 
 if HAS_DETECTRON2:
     import torch
@@ -18,7 +19,6 @@ if HAS_DETECTRON2:
 
     import xpseudo.modeling  # noqa: F401
     from xpseudo.config import add_xpseudo_config
-    from xpseudo.data.builtin import register_all_builtin
     from xpseudo.text import Vocabulary, save_text_embeddings
     from xpseudo.utils.io import InputError
 
@@ -52,20 +52,14 @@ def annotated_image(classes, size=96):
 
 
 @requires_detectron2
-class TestXPMTeacher(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.TemporaryDirectory()
-        make_shapes(os.path.join(cls.tmp.name, "shapes"), num_train=12, num_val=6, image_size=96)
-        register_all_builtin(cls.tmp.name)
-        cls.embeddings = write_shape_embeddings(os.path.join(cls.tmp.name, "shapes_emb.npy"))
-        torch.manual_seed(0)
-        cls.model = build_model(teacher_cfg(cls.embeddings))
+class TestXPMTeacher(RegisteredShapes, unittest.TestCase):
+    shapes_size = {"num_train": 12, "num_val": 6}
 
     @classmethod
-    def tearDownClass(cls):
-        register_all_builtin()
-        cls.tmp.cleanup()
+    def setUpClass(cls):
+        super().setUpClass()
+        torch.manual_seed(0)
+        cls.model = build_model(teacher_cfg(cls.embeddings))
 
     def test_trains_on_base_classes_and_grounds_on_all(self):
         self.assertEqual(self.model.train_vocabulary.names, SHAPES[:5])

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from xpseudo.slurm.options import add_slurm_arguments
+from xpseudo.slurm.options import add_slurm_arguments, on_cpu
 from xpseudo.utils.io import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,9 +111,7 @@ def plan(args) -> argparse.Namespace:
     teacher_config, student_config = find_configs(args.config_dir)
     output = os.path.abspath(args.output)
     teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
-    common = list(args.opts)
-    if getattr(args, "gpus_per_node", None) == 0 and "MODEL.DEVICE" not in common[::2]:
-        common += ["MODEL.DEVICE", "cpu"]  # a CPU partition: every stage, evaluation included, on the CPU
+    common = on_cpu(args.opts, args.gpus_per_node)  # a CPU partition: every stage, evaluation included
     teacher_opts, student_opts = [*common, *args.teacher_opts], [*common, *args.student_opts]
     teacher_cfg = load_config(teacher_config, teacher_opts)
     ensure_data(teacher_cfg)

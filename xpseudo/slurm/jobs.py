@@ -11,7 +11,7 @@ import os
 import warnings
 from typing import List, Optional
 
-from .options import build_executor, job_port, print_submitted
+from .options import build_executor, job_port, on_cpu, print_submitted
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +110,6 @@ def _with_output_dir(opts: List[str], default: str) -> List[str]:
     return list(opts) + ["OUTPUT_DIR", default]
 
 
-def _on_cpu(opts: List[str], gpus_per_node: int) -> List[str]:
-    """A job without GPUs runs its model on the CPU, whatever the config says."""
-    if gpus_per_node > 0 or "MODEL.DEVICE" in opts[::2]:
-        return list(opts)
-    return list(opts) + ["MODEL.DEVICE", "cpu"]
-
-
 def submit_training(args, dependency=None, name: str = "xpm-train"):
     """Submit tools/train_net.py's work; returns the job. ``dependency``: jobs to wait for.
     One process per GPU of each node; with ``--gpus-per-node 0`` (a CPU partition) ``--num-gpus``
@@ -126,9 +119,9 @@ def submit_training(args, dependency=None, name: str = "xpm-train"):
     args = copy.deepcopy(args)
     job_dir = os.path.abspath(args.job_dir or os.path.join(os.getcwd(), "slurm_jobs"))
     args.job_dir = job_dir
-    args.opts = _on_cpu(_with_output_dir(args.opts, os.path.join(job_dir, "output")), args.gpus_per_node)
+    args.opts = on_cpu(_with_output_dir(args.opts, os.path.join(job_dir, "output")), args.gpus_per_node)
     args.slurm = False
-    args.num_gpus = args.gpus_per_node if args.gpus_per_node > 0 else max(getattr(args, "num_gpus", 1) or 1, 1)
+    args.num_gpus = args.gpus_per_node if args.gpus_per_node > 0 else max(args.num_gpus, 1)
     cfg = load_config(args.config_file, args.opts)
     for problem in requeue_loss_warnings(cfg.SOLVER.MAX_ITER, cfg.SOLVER.CHECKPOINT_PERIOD, args.time, args.seconds_per_iter):
         warnings.warn(problem)
@@ -149,7 +142,7 @@ def submit_pseudo_labels(args, dependency=None, require_weights: bool = True):
     args = copy.deepcopy(args)
     num_shards = args.num_shards or 1
     args.num_shards = num_shards
-    args.opts = _on_cpu(args.opts, args.gpus_per_node)
+    args.opts = on_cpu(args.opts, args.gpus_per_node)
     cfg = load_config(args.config_file, args.opts)
     check_inputs(cfg, args, require_weights=require_weights)  # more shards than images etc.: before submitting
     shard_executor = build_executor(args, "xpm-pseudo-shard", gpus_per_node=min(args.gpus_per_node, 1), after=dependency or ())

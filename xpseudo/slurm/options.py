@@ -3,7 +3,7 @@ import argparse
 import os
 import re
 import tempfile
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .errors import SlurmOptionError
 from .partition import check_request
@@ -69,13 +69,23 @@ def check_job_dir(job_dir: str) -> str:
     return job_dir
 
 
-def cpus_per_task(args, gpus: int, tasks_per_node: int = 1, processes: int = 1) -> int:
-    """``--cpus-per-task`` if given; else ``--cpus-per-gpu`` x GPUs, or one CPU per process for a
-    CPU job (``gpus`` 0), shared by the node's tasks."""
+def on_cpu(opts: List[str], gpus_per_node: int) -> List[str]:
+    """Config overrides of a job without GPUs: its model runs on the CPU, whatever the config says."""
+    if gpus_per_node > 0 or "MODEL.DEVICE" in opts[::2]:
+        return list(opts)
+    return list(opts) + ["MODEL.DEVICE", "cpu"]
+
+
+def cpus_per_task(args, gpus: int, tasks_per_node: int = 1, processes: int = 1) -> Tuple[int, str]:
+    """CPUs of each task and the flag that set them (for errors): ``--cpus-per-task`` if given;
+    else ``--cpus-per-gpu`` x GPUs, or one CPU per process for a CPU job (``gpus`` 0), shared by
+    the node's tasks."""
     if getattr(args, "cpus_per_task", None):
-        return args.cpus_per_task
-    wanted = args.cpus_per_gpu * gpus if gpus > 0 else processes
-    return max(1, wanted // tasks_per_node)
+        return args.cpus_per_task, "--cpus-per-task"
+    if gpus > 0:
+        how = f"--cpus-per-task (default: --cpus-per-gpu {args.cpus_per_gpu} x {gpus} GPUs)"
+        return max(1, args.cpus_per_gpu * gpus // tasks_per_node), how
+    return max(1, processes // tasks_per_node), "--cpus-per-task (default: one per process)"
 
 
 def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Optional[int] = None, after: Sequence = (),
@@ -90,12 +100,13 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
 
     job_dir = check_job_dir(args.job_dir or os.path.join(os.getcwd(), "slurm_jobs"))
     gpus = args.gpus_per_node if gpus_per_node is None else gpus_per_node
+    cpus, cpus_flag = cpus_per_task(args, gpus, tasks_per_node, processes)
     parameters = dict(
         name=name,
         nodes=args.nodes if args.slurm_cluster == "slurm" else 1,  # a local job is one machine
         tasks_per_node=tasks_per_node,
         gpus_per_node=gpus if gpus > 0 else None,  # a CPU job asks for no GPU at all
-        cpus_per_task=cpus_per_task(args, gpus, tasks_per_node, processes),
+        cpus_per_task=cpus,
         timeout_min=args.time,
         mem_gb=args.mem_gb,
         slurm_partition=args.partition,
@@ -108,14 +119,8 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
     )
     parameters.update({f"slurm_{k}": v for k, v in _key_values(args.slurm_option, "--slurm-option").items()})
     if args.slurm_cluster == "slurm":
-        if getattr(args, "cpus_per_task", None):
-            cpus_flag = "--cpus-per-task"
-        elif gpus > 0:
-            cpus_flag = f"--cpus-per-task (default: --cpus-per-gpu {args.cpus_per_gpu} x {gpus} GPUs)"
-        else:
-            cpus_flag = "--cpus-per-task (default: one per process)"
-        check_request(args.partition, nodes=parameters["nodes"], gpus_per_node=gpus,
-                      cpus_per_node=parameters["cpus_per_task"] * tasks_per_node, mem_gb=args.mem_gb, cpus_flag=cpus_flag)
+        check_request(args.partition, nodes=parameters["nodes"], gpus_per_node=gpus, cpus_per_node=cpus * tasks_per_node,
+                      mem_gb=args.mem_gb, cpus_flag=cpus_flag)
     additional = _key_values(args.sbatch, "--sbatch")
     if after and args.slurm_cluster == "slurm":
         additional["dependency"] = "afterok:" + ":".join(sorted({str(job.job_id).split("_")[0] for job in after}))

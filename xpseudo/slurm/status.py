@@ -42,7 +42,7 @@ def slurm_state(job_id: str) -> Dict[str, str]:
     out = _run(["scontrol", "-o", "show", "job", job_id])
     if out:
         fields = dict(item.partition("=")[::2] for item in out.split() if "=" in item)
-        return {"state": fields.get("JobState", ""), "reason": fields.get("Reason", ""), "restarts": fields.get("Restarts", "0")}
+        return {"state": fields.get("JobState", ""), "reason": fields.get("Reason", "")}
     out = _run(["sacct", "-n", "-P", "-X", "-o", "State,Reason", "-j", job_id])
     if out and out.strip():
         state, _, reason = out.strip().splitlines()[0].partition("|")
