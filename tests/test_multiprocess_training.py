@@ -96,6 +96,27 @@ class TestMultiProcessTraining(unittest.TestCase):
         predictor = "roi_heads.mask_head.predictor.weight"
         self.assertFalse(self.torch.equal(ranks[0][predictor], before_freeze[predictor]))  # the rest trains on
 
+    def test_a_bad_pseudo_label_file_stops_every_process(self):
+        """Rank 0 indexes the file; its error reaches rank 1, which would otherwise wait for ever."""
+        import json
+        import shutil
+
+        bad_dir = os.path.join(self.tmp.name, "bad_labels")
+        shutil.copytree(self.labels, bad_dir)
+        os.remove(os.path.join(bad_dir, "pseudo_labels.index"))
+        with open(os.path.join(bad_dir, "pseudo_labels.json")) as f:
+            labels = json.load(f)
+        labels["annotations"][0]["category_id"] = 999
+        with open(os.path.join(bad_dir, "pseudo_labels.json"), "w") as f:
+            json.dump(labels, f)
+        result = subprocess.run([sys.executable, "-m", "tests.train_and_dump_weights", "--num-gpus", "2", "--config-file", STUDENT,
+                                 "--dump", os.path.join(self.tmp.name, "bad_ranks"), *self.opts, "MODEL.WEIGHTS", self.weights,
+                                 "XPM.PSEUDO_LABELS_FILE", os.path.join(bad_dir, "pseudo_labels.json"), "SOLVER.MAX_ITER", "2",
+                                 "DATASETS.TEST", "()", "OUTPUT_DIR", os.path.join(self.tmp.name, "bad_student")],
+                                cwd=REPO, capture_output=True, text=True, env={**os.environ, **self.env}, timeout=300)
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("pseudo_labels.json: annotations[0] (id 1): category_id 999 is not among the categories", result.stderr)
+
     def test_two_process_evaluation_equals_one_process(self):
         results = {}
         for gpus in ("1", "2"):

@@ -25,7 +25,7 @@ def header(num_images, num_shards, index, **changes):
 
 def fake_annotations(image_id):
     """A deterministic stand-in for the labeler's output on one image: image_id % 3 masks."""
-    return [{"image_id": image_id, "category_id": 3 if k % 2 else 7, "segmentation": {"size": [4, 4], "counts": "04?"},
+    return [{"image_id": image_id, "category_id": 3 if k % 2 else 7, "segmentation": {"size": [4, 4], "counts": "01?"},
              "bbox": [0, 0, 1, 1], "area": 1, "iscrowd": 0, "score": 0.5 + k / 10, "word": "dogs"} for k in range(image_id % 3)]
 
 
@@ -162,6 +162,54 @@ class TestShardsAndMerge(unittest.TestCase):
             merge_shards(self.dir, 3)
         self.assertEqual(self.merged_file(), before)
         self.assertEqual([n for n in os.listdir(self.dir) if n.startswith(".")], [])  # no spill or temp file left
+
+    def test_merge_writes_the_index_of_its_output(self):
+        from xpseudo.pseudo.index_from_json import build_index_from_json
+        from xpseudo.pseudo.label_index import PseudoLabelIndex, index_path, is_fresh
+
+        write_shards(self.dir, 11, 3)
+        merged, _ = self.merged(self.dir)
+        output = os.path.join(self.dir, "pseudo_labels.json")
+        self.assertTrue(is_fresh(index_path(output), output))
+        index = PseudoLabelIndex(index_path(output), output)
+        self.assertIsNone(index.images_checked_under)
+        self.assertEqual(index.image_ids().tolist(), [im["id"] for im in merged["images"]])
+        for i, image in enumerate(merged["images"]):
+            self.assertEqual(index.entries(i), (image, [a for a in merged["annotations"] if a["image_id"] == image["id"]]))
+        # the same index as one built by streaming the merged file
+        rebuilt = PseudoLabelIndex(build_index_from_json(output, os.path.join(self.dir, "rebuilt.index")), output)
+        def absolute(i):  # annotation offsets count from where the merge put the annotations
+            return {**{k: v.tolist() for k, v in i.columns.items()}, "annotation_start": (i.columns["annotation_start"] + i.annotations_base).tolist()}
+
+        self.assertEqual(absolute(rebuilt), absolute(index))
+
+    def test_merge_checks_entries_and_images(self):
+        write_shards(self.dir, 11, 3)
+        images = os.path.join(self.dir, "images")
+        os.makedirs(images)
+        for i in range(11):
+            open(os.path.join(images, f"{i}.jpg"), "wb").close()
+        merge_shards(self.dir, 3, image_root=images)
+        from xpseudo.pseudo.label_index import PseudoLabelIndex, index_path
+
+        output = os.path.join(self.dir, "pseudo_labels.json")
+        self.assertEqual(PseudoLabelIndex(index_path(output), output).images_checked_under, images)
+        before = self.merged_file()
+        os.remove(os.path.join(images, "5.jpg"))
+        with self.assertRaisesRegex(InputError, r"pseudo_labels.json: images\[3\] \(id 5\): image file .*5.jpg does not exist"):
+            merge_shards(self.dir, 3, image_root=images)
+        # an annotation the student could not decode names the shard and line
+        path = shard_path(self.dir, 1, 3)
+        with open(path) as f:
+            lines = f.readlines()
+        line = json.loads(lines[1])
+        line["annotation"]["segmentation"]["size"] = [5, 4]
+        lines[1] = json.dumps(line) + "\n"
+        with open(path, "w") as f:
+            f.writelines(lines)
+        with self.assertRaisesRegex(InputError, r"shard-00001-of-00003\.jsonl: line 2: .*size \[4, 4\] of its image, got \[5, 4\]"):
+            merge_shards(self.dir, 3)
+        self.assertEqual(self.merged_file(), before)
 
     def merged_file(self):
         with open(os.path.join(self.dir, "pseudo_labels.json")) as f:

@@ -17,7 +17,6 @@ if HAS_DETECTRON2:
 
     import xpseudo.modeling  # noqa: F401
     from xpseudo.config import add_xpseudo_config
-    from xpseudo.data.pseudo_dataset import check_pseudo_label_file, merge_pseudo_labels
     from xpseudo.engine.hooks import DropFrozenGradients
     from xpseudo.utils.io import InputError
 
@@ -126,60 +125,74 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
 
 
 @requires_detectron2
-class TestPseudoLabelFile(unittest.TestCase):
+class TestPseudoLabelIndexAtStartUp(unittest.TestCase):
+    """What the student does with its pseudo-label file before training (one process here; the
+    multi-process test runs the same with two)."""
+
     def setUp(self):
+        import pycocotools.mask as mask_util
+
         self.tmp = tempfile.TemporaryDirectory()
-        self.root = self.tmp.name
-        import cv2
-        cv2.imwrite(os.path.join(self.root, "a.png"), np.zeros((6, 8, 3), np.uint8))
+        self.root = os.path.join(self.tmp.name, "images")
+        os.makedirs(self.root)
+        open(os.path.join(self.root, "a.png"), "wb").close()
+        mask = np.zeros((6, 8), np.uint8, order="F")
+        mask[1:3, 2:5] = 1
         self.good = {
             "images": [{"id": 1, "file_name": "a.png", "height": 6, "width": 8}],
             "categories": [{"id": 6, "name": "star"}],
-            "annotations": [{"id": 1, "image_id": 1, "category_id": 6, "segmentation": {"size": [6, 8], "counts": "<1"},
-                             "bbox": [0, 0, 1, 1], "area": 6, "iscrowd": 0, "score": 0.9, "word": "star"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 6, "bbox": [2, 1, 3, 2], "area": 6, "iscrowd": 0, "score": 0.9, "word": "star",
+                             "segmentation": {"size": [6, 8], "counts": mask_util.encode(mask)["counts"].decode()}}],
         }
+        self.path = os.path.join(self.tmp.name, "labels", "pl.json")
+        os.makedirs(os.path.dirname(self.path))
+        self.write(self.good)
 
     def tearDown(self):
         self.tmp.cleanup()
 
-    def check(self, data):
-        path = os.path.join(self.root, "pl.json")
-        with open(path, "w") as f:
+    def write(self, data):
+        with open(self.path, "w") as f:
             json.dump(data, f)
-        check_pseudo_label_file(path, self.root)
 
-    def test_good_file_and_clear_errors(self):
-        import pycocotools.mask as mask_util
+    def test_indexed_once_then_reused_and_rebuilt_when_the_file_changes(self):
+        from xpseudo.data.pseudo_dataset import open_pseudo_label_index
+        from xpseudo.pseudo.label_index import index_path
 
-        mask = np.zeros((6, 8), np.uint8, order="F")
-        mask[1:3, 2:5] = 1
-        rle = mask_util.encode(mask)
-        self.good["annotations"][0]["segmentation"] = {"size": [6, 8], "counts": rle["counts"].decode()}
-        self.check(self.good)
+        index = open_pseudo_label_index(self.path, self.root)
+        self.assertEqual(index.path, index_path(self.path))
+        self.assertEqual((index.images_checked_under, len(index)), (self.root, 1))
+        built = os.stat(index.path).st_mtime_ns
+        self.assertEqual(os.stat(open_pseudo_label_index(self.path, self.root).path).st_mtime_ns, built)
         bad = copy.deepcopy(self.good)
         bad["annotations"][0]["category_id"] = 99
+        self.write(bad)
+        previous = open(index.path, "rb").read()
         with self.assertRaisesRegex(InputError, r"pl.json: annotations\[0\] \(id 1\): category_id 99 is not among the categories"):
-            self.check(bad)
-        bad = copy.deepcopy(self.good)
-        bad["annotations"][0]["segmentation"]["counts"] = "zzzz"
-        with self.assertRaisesRegex(InputError, r"annotations\[0\] \(id 1\): (RLE counts do not decode|unreadable RLE)"):
-            self.check(bad)
-        bad = copy.deepcopy(self.good)
-        bad["annotations"][0]["segmentation"]["size"] = [7, 8]
-        with self.assertRaisesRegex(InputError, "size \\[6, 8\\] of its image"):
-            self.check(bad)
+            open_pseudo_label_index(self.path, self.root)
+        self.assertEqual(open(index.path, "rb").read(), previous)  # the old index is not lost
         bad = copy.deepcopy(self.good)
         bad["images"][0]["file_name"] = "missing.png"
+        self.write(bad)
         with self.assertRaisesRegex(InputError, r"images\[0\] \(id 1\): image file .*missing.png does not exist"):
-            self.check(bad)
+            open_pseudo_label_index(self.path, self.root)
 
-    def test_merge_by_image(self):
-        gt = [{"file_name": "a", "annotations": [{"category_id": 0}]}, {"file_name": "b", "annotations": []}]
-        pseudo = [{"file_name": "b", "annotations": [{"category_id": 5}]}, {"file_name": "c", "annotations": [{"category_id": 6}]}]
-        merged = merge_pseudo_labels(gt, pseudo)
-        self.assertEqual([r["file_name"] for r in merged], ["a", "b", "c"])
-        self.assertEqual([[(a["category_id"], a["pseudo"]) for a in r["annotations"]] for r in merged],
-                         [[(0, False)], [(5, True)], [(6, True)]])
+    def test_images_checked_again_under_another_folder_and_read_only_folders(self):
+        from unittest import mock
+
+        import xpseudo.data.pseudo_dataset as pseudo_dataset
+
+        self.assertEqual(pseudo_dataset.open_pseudo_label_index(self.path, self.root).images_checked_under, self.root)
+        elsewhere = os.path.join(self.tmp.name, "copy")
+        os.makedirs(elsewhere)
+        with self.assertRaisesRegex(InputError, r"image file .*copy/a.png does not exist"):
+            pseudo_dataset.open_pseudo_label_index(self.path, elsewhere)
+        os.remove(pseudo_dataset.index_path(self.path))
+        fallback = os.path.join(self.tmp.name, "output")
+        with mock.patch.object(pseudo_dataset.os, "access", return_value=False):  # root may write anywhere: pretend
+            index = pseudo_dataset.open_pseudo_label_index(self.path, self.root, fallback)
+        self.assertEqual(index.path, os.path.join(fallback, "pl.index"))
+        self.assertFalse(os.path.exists(pseudo_dataset.index_path(self.path)))
 
 
 if __name__ == "__main__":

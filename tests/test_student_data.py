@@ -16,7 +16,6 @@ class TestPseudoLabelsOnOtherImages(unittest.TestCase):
     on the images of a caption-only dataset in another."""
 
     def setUp(self):
-        import cv2
         import pycocotools.mask as mask_util
 
         from xpseudo.config import load_config
@@ -74,10 +73,11 @@ class TestPseudoLabelsOnOtherImages(unittest.TestCase):
         from detectron2.data import DatasetCatalog
         from detectron2.data.samplers import RepeatFactorTrainingSampler
 
-        from xpseudo.data.pseudo_dataset import pseudo_labeled_dataset, student_repeat_factors, student_sampler, student_train_records
+        from xpseudo.data.pseudo_dataset import pseudo_labeled_dataset, student_repeat_factors, student_sampler, student_train_dataset
 
         self.assertEqual(pseudo_labeled_dataset(self.cfg), "_test_cc")
-        records = student_train_records(self.cfg)
+        dataset = student_train_dataset(self.cfg)
+        records = [dataset[i] for i in range(len(dataset))]
         num_gt = len(DatasetCatalog.get("_test_oi_gt"))
         pseudo_only = [r for r in records if r.get("pseudo_only")]
         self.assertEqual(len(records), num_gt + 2)
@@ -85,12 +85,14 @@ class TestPseudoLabelsOnOtherImages(unittest.TestCase):
         self.assertEqual([[a["pseudo"] for a in r["annotations"]] for r in pseudo_only], [[True], [True]])
         self.assertTrue(all(not a["pseudo"] for r in records[:num_gt] for a in r["annotations"]))
 
-        self.assertIsNone(student_sampler(self.cfg, records))  # factor 1: detectron2's own sampler
-        factors = student_repeat_factors(records, -1.0)
+        self.assertIsNone(student_sampler(self.cfg, dataset))  # factor 1: detectron2's own sampler
+        flags = dataset.pseudo_only_flags()
+        self.assertEqual(flags.tolist(), [bool(r.get("pseudo_only")) for r in records])
+        factors = student_repeat_factors(flags, -1.0)
         self.assertEqual(factors.tolist(), [1.0] * num_gt + [num_gt / 2] * 2)
-        self.assertEqual(student_repeat_factors(records, 0.25).tolist(), [1.0] * num_gt + [0.25] * 2)
+        self.assertEqual(student_repeat_factors(flags, 0.25).tolist(), [1.0] * num_gt + [0.25] * 2)
         self.cfg.XPM.PSEUDO_REPEAT_FACTOR = -1.0
-        sampler = student_sampler(self.cfg, records)
+        sampler = student_sampler(self.cfg, dataset)
         self.assertIsInstance(sampler, RepeatFactorTrainingSampler)
         drawn = list(itertools.islice(iter(sampler), 4000))
         share = sum(i >= num_gt for i in drawn) / len(drawn)
@@ -107,13 +109,69 @@ class TestPseudoLabelsOnOtherImages(unittest.TestCase):
         import torch
         from detectron2.data.samplers import RepeatFactorTrainingSampler
 
-        from xpseudo.data.pseudo_dataset import student_repeat_factors, student_train_records
+        from xpseudo.data.pseudo_dataset import student_repeat_factors, student_train_dataset
 
-        records = student_train_records(self.cfg)
+        dataset = student_train_dataset(self.cfg)
+        records = [dataset[i] for i in range(len(dataset))]
         category = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(records, 0.5)
-        combined = student_repeat_factors(records, 0.5, category)
+        self.assertEqual(RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(dataset.category_view(), 0.5).tolist(), category.tolist())
+        combined = student_repeat_factors(dataset.pseudo_only_flags(), 0.5, category)
         expected = category * torch.tensor([0.5 if r.get("pseudo_only") else 1.0 for r in records])
         self.assertEqual(combined.tolist(), expected.tolist())
+
+    def test_same_records_and_batches_as_loading_the_whole_file(self):
+        """Pseudo labels on the ground-truth images themselves (the COCO layout), in a file laid out
+        unlike ours (pretty-printed, annotations first, image ids descending): the index-backed
+        dataset gives detectron2's load_coco_json records merged by file name, and the same batches."""
+        import torch
+        from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
+        from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+        from xpseudo.data.ovis_datasets import load_ovis_dicts
+        from xpseudo.data.pseudo_dataset import PseudoAwareDatasetMapper, student_repeat_factors, student_sampler, student_train_dataset
+
+        gt_meta = MetadataCatalog.get("_test_oi_gt")
+        gt_json = json.load(open(gt_meta.json_file))
+        images = sorted(gt_json["images"], key=lambda im: -im["id"])[:4]
+        pseudo = json.load(open(os.path.join(self.pl_dir, "pseudo_labels.json")))
+        template = pseudo["annotations"][0]
+        annotations = [dict(template, id=100 + k, image_id=im["id"], category_id=gt_json["categories"][k % 3]["id"],
+                            segmentation=dict(template["segmentation"], size=[im["height"], im["width"]]))
+                       for k, im in enumerate(images + images[:2])]
+        path = os.path.join(self.pl_dir, "on_gt.json")
+        with open(path, "w") as f:
+            json.dump({"annotations": annotations, "images": images, "categories": pseudo["categories"]}, f, indent=2)
+        self.cfg.merge_from_list(["XPM.PSEUDO_LABELS_FILE", path, "XPM.PSEUDO_LABELED_DATASET", "_test_oi_gt",
+                                  "DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler", "DATALOADER.REPEAT_THRESHOLD", "0.3",
+                                  "SOLVER.IMS_PER_BATCH", "3", "DATALOADER.NUM_WORKERS", "0"])
+
+        gt = get_detection_dataset_dicts(["_test_oi_gt"], filter_empty=False)
+        by_name = {r["file_name"]: {**r, "annotations": [dict(a, pseudo=False) for a in r["annotations"]]} for r in gt}
+        for record in load_ovis_dicts(path, None, gt_meta.image_root, gt_meta.thing_dataset_id_to_contiguous_id):
+            by_name[record["file_name"]]["annotations"] += [dict(a, pseudo=True) for a in record["annotations"]]
+        expected = list(by_name.values())
+
+        dataset = student_train_dataset(self.cfg)
+        self.assertEqual([dataset[i] for i in range(len(dataset))], expected)
+        self.assertEqual(sum(a["pseudo"] for r in expected for a in r["annotations"]), 6)
+        loaded = load_ovis_dicts(path, None, gt_meta.image_root, gt_meta.thing_dataset_id_to_contiguous_id)
+        self.assertEqual(DatasetCatalog.get("_test_oi_pl"), [dict(r, annotations=[dict(a, pseudo=True) for a in r["annotations"]]) for r in loaded])
+
+        def batches(loader):
+            torch.manual_seed(0)
+            np.random.seed(0)
+            out = []
+            for batch in itertools.islice(loader, 4):
+                out.append([(d["file_name"], d["image"].sum().item(), d["instances"].gt_classes.tolist(), d["instances"].gt_pseudo.tolist(),
+                             d["instances"].gt_masks.tensor.sum().item()) for d in batch])
+            return out
+
+        factors = student_repeat_factors([False] * len(expected), 1.0, RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(expected, 0.3))
+        reference = build_detection_train_loader(self.cfg, dataset=expected, mapper=PseudoAwareDatasetMapper(self.cfg, True),
+                                                 sampler=RepeatFactorTrainingSampler(factors, seed=3))
+        ours = build_detection_train_loader(self.cfg, dataset=dataset, mapper=PseudoAwareDatasetMapper(self.cfg, True),
+                                            sampler=student_sampler(self.cfg, dataset))
+        self.assertEqual(batches(ours), batches(reference))
 
     def test_unregistered_provenance_dataset_is_an_error(self):
         from xpseudo.data.pseudo_dataset import pseudo_labeled_dataset

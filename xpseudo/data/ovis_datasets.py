@@ -85,6 +85,9 @@ def register_ovis_dataset(
     )
 
 
+CLASS_METADATA_KEYS = ("thing_classes", "thing_dataset_id_to_contiguous_id", "base_classes", "novel_classes", "base_class_ids", "novel_class_ids")
+
+
 def class_metadata(vocabulary: Vocabulary, split: OvisSplit) -> dict:
     """The class fields of a dataset's metadata: detectron2's thing classes and id map, and which
     classes (names and contiguous ids) are base and novel."""

@@ -1,90 +1,103 @@
-"""The student's training data: ground truth plus a pseudo-label file, merged image by image.
+"""The student's training data: ground truth plus a pseudo-label file (see ``student_dataset``).
 
-An image in both gets both annotation lists (its unannotated novel objects are then covered by
-pseudo masks instead of being taught as background); pseudo annotations carry ``pseudo: True``,
-which ``PseudoAwareDatasetMapper`` turns into ``instances.gt_pseudo``. Images only the pseudo labels
-have (Conceptual Captions next to Open Images) are marked ``pseudo_only`` and sampled with their
-own repeat factor (``student_sampler``).
+The pseudo-label file is checked and indexed once per node (``open_pseudo_label_index``), images
+only the pseudo labels have are sampled with their own repeat factor (``student_sampler``), and
+``PseudoAwareDatasetMapper`` keeps which instances are pseudo.
 """
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-import pycocotools.mask as mask_util
+import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data import detection_utils as utils
 from detectron2.data.samplers import RepeatFactorTrainingSampler
+from detectron2.utils import comm
 
+from xpseudo.pseudo.index_from_json import build_index_from_json
+from xpseudo.pseudo.label_index import PseudoLabelIndex, index_path, is_fresh
 from xpseudo.utils.io import InputError, load_json
 
-from .ovis_datasets import register_ovis_dataset
+from .ovis_datasets import CLASS_METADATA_KEYS, register_with_metadata
+from .student_dataset import PseudoLabelRecords, StudentDataset
 
 logger = logging.getLogger(__name__)
 
 
-def check_pseudo_label_file(path: str, image_root: str) -> None:
-    """Refuse, before training starts, a pseudo-label file with a missing image, an annotation of
-    an unknown image or category, or an RLE that does not fit its image."""
-    data = load_json(path, "pseudo-label file")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key) if isinstance(data, dict) else None, list):
-            raise InputError(path, f"not a COCO instances file: no {key!r} list")
-    images = {}
-    for i, image in enumerate(data["images"]):
-        for key in ("id", "file_name", "height", "width"):
-            if key not in image:
-                raise InputError(path, f"images[{i}] lacks {key!r}")
-        if not os.path.isfile(os.path.join(image_root, image["file_name"])):
-            raise InputError(path, f"images[{i}] (id {image['id']}): image file {os.path.join(image_root, image['file_name'])} does not exist")
-        images[image["id"]] = image
-    categories = {c["id"] for c in data["categories"]}
-    for i, ann in enumerate(data["annotations"]):
-        where = f"annotations[{i}] (id {ann.get('id')})"
-        image = images.get(ann.get("image_id"))
-        if image is None:
-            raise InputError(path, f"{where}: image_id {ann.get('image_id')} is not among the images")
-        if ann.get("category_id") not in categories:
-            raise InputError(path, f"{where}: category_id {ann.get('category_id')} is not among the categories")
-        rle = ann.get("segmentation")
-        if not isinstance(rle, dict) or not isinstance(rle.get("counts"), str) or list(rle.get("size", [])) != [image["height"], image["width"]]:
-            raise InputError(path, f"{where}: segmentation must be an RLE with string counts and size [{image['height']}, {image['width']}] of its image")
+def _on_some_ranks(run: bool, work: Callable[[], None]) -> None:
+    """Run ``work`` where ``run`` is true; a failure there is raised on every process (the others
+    would otherwise wait at the next collective until it times out)."""
+    failure = None
+    if run:
         try:
-            area = int(mask_util.area({"size": rle["size"], "counts": rle["counts"].encode()}))
-        except Exception as e:  # pycocotools raises assorted errors on malformed counts
-            raise InputError(path, f"{where}: unreadable RLE counts ({e})") from e
-        if area <= 0 or area > image["height"] * image["width"] or ("area" in ann and abs(area - ann["area"]) > 1):
-            raise InputError(path, f"{where}: RLE counts do not decode to a mask of area {ann.get('area')} inside the image")
+            work()
+        except Exception as e:  # handed to every process below, then raised here as it was
+            failure = e
+    failures = comm.all_gather(None if failure is None else (type(failure).__name__, str(failure), getattr(failure, "path", None), getattr(failure, "problem", None))) if comm.get_world_size() > 1 else [None]
+    if failure is not None:
+        raise failure
+    for other in failures:
+        if other is not None:
+            name, message, path, problem = other
+            raise InputError(path, problem) if name == "InputError" else RuntimeError(f"another process failed: {name}: {message}")
 
 
-def register_pseudo_labels(name: str, path: str, like_dataset: str) -> None:
-    """Register the pseudo-label file as ``name`` with the classes, split and image folder of the
-    dataset it labels (``like_dataset``), after checking it."""
+def _fresh_index(path: str, candidates: Sequence[str]) -> Optional[str]:
+    return next((c for c in candidates if os.path.exists(c) and is_fresh(c, path)), None)
+
+
+def open_pseudo_label_index(path: str, image_root: str, fallback_dir: str = "") -> PseudoLabelIndex:
+    """The index of pseudo-label file ``path`` (``xpseudo.pseudo.label_index``), made once per
+    node rather than once per process: the global rank 0 builds it when it is missing or stale
+    (checking every entry and image file) or, when the merge checked the images under another
+    folder, checks them under ``image_root``; then a node that cannot see that index (no shared
+    file system) has its local rank 0 build one. The index goes beside the file, or into
+    ``fallback_dir`` where that folder is read-only."""
+    if not os.path.isfile(path):
+        raise InputError(path, "pseudo-label file does not exist")
+    beside = index_path(path)
+    candidates = [beside] + ([os.path.join(fallback_dir, os.path.basename(beside))] if fallback_dir else [])
+    writable = beside if os.access(os.path.dirname(os.path.abspath(path)), os.W_OK) or not fallback_dir else candidates[1]
+
+    def build_or_check():
+        found = _fresh_index(path, candidates)
+        if found is None:
+            logger.info(f"indexing {path} (once: later runs reuse {writable})")
+            build_index_from_json(path, writable, image_root)
+        elif PseudoLabelIndex(found, path).images_checked_under != image_root:
+            PseudoLabelIndex(found, path).check_image_files(image_root)
+
+    def build_if_unseen():
+        if _fresh_index(path, candidates) is None:
+            build_index_from_json(path, writable)
+
+    _on_some_ranks(comm.get_rank() == 0, build_or_check)
+    _on_some_ranks(comm.get_local_rank() == 0 and comm.get_rank() != 0, build_if_unseen)
+    return PseudoLabelIndex(_fresh_index(path, candidates), path)
+
+
+def pseudo_label_records(path: str, like_dataset: str, fallback_dir: str = "") -> PseudoLabelRecords:
+    """The pseudo-label file's records, with the classes and image folder of the dataset it
+    labels (``like_dataset``), after checking it (see ``open_pseudo_label_index``)."""
     like = MetadataCatalog.get(like_dataset)
-    check_pseudo_label_file(path, like.image_root)
-    register_ovis_dataset(
-        name, image_root=like.image_root, split_file=like.split_file, instances_json=path,
-        vocabulary_file=like.get("vocabulary_file"), replace=True,
+    index = open_pseudo_label_index(path, like.image_root, fallback_dir)
+    return PseudoLabelRecords(index, like.image_root, like.thing_dataset_id_to_contiguous_id)
+
+
+def register_pseudo_labels(name: str, path: str, like_dataset: str, fallback_dir: str = "") -> PseudoLabelRecords:
+    """Register the pseudo-label file as ``name`` with the classes, split and image folder of
+    ``like_dataset``; ``DatasetCatalog.get(name)`` then gives its records as a list (as detectron2
+    would load the file). Returns the lazy records the student trains on."""
+    like = MetadataCatalog.get(like_dataset)
+    records = pseudo_label_records(path, like_dataset, fallback_dir)
+    metadata = dict(
+        {key: like.get(key) for key in CLASS_METADATA_KEYS},
+        evaluator_type="ovis", json_file=path, image_root=like.image_root, split_file=like.split_file,
+        vocabulary_file=like.get("vocabulary_file"), restricted_to=None, caption_vocabulary_file=None,
     )
-
-
-def merge_pseudo_labels(gt_records: Sequence[dict], pseudo_records: Sequence[dict]) -> List[dict]:
-    """Ground-truth records with the pseudo annotations of the same image (by file name) added,
-    then the images only the pseudo labels have (``pseudo_only: True``). Pseudo annotations get
-    ``pseudo: True``."""
-    merged = {}
-    for record in gt_records:
-        merged[record["file_name"]] = {**record, "annotations": [dict(a, pseudo=False) for a in record.get("annotations", [])]}
-    added = 0
-    for record in pseudo_records:
-        annotations = [dict(a, pseudo=True) for a in record.get("annotations", [])]
-        if record["file_name"] in merged:
-            merged[record["file_name"]]["annotations"] += annotations
-        else:
-            merged[record["file_name"]] = {**record, "annotations": annotations, "pseudo_only": True}
-            added += 1
-    logger.info(f"{len(gt_records)} ground-truth images, {len(pseudo_records)} pseudo-labeled; {added} images only pseudo-labeled")
-    return list(merged.values())
+    register_with_metadata(name, metadata, True, lambda: [records[i] for i in range(len(records))])
+    return records
 
 
 def pseudo_labeled_dataset(cfg) -> str:
@@ -101,38 +114,41 @@ def pseudo_labeled_dataset(cfg) -> str:
     return cfg.DATASETS.TRAIN[0]
 
 
-def student_train_records(cfg) -> List[dict]:
+def student_train_dataset(cfg) -> StudentDataset:
     """DATASETS.TRAIN merged with XPM.PSEUDO_LABELS_FILE (registered as XPM.PSEUDO_DATASET)."""
-    register_pseudo_labels(cfg.XPM.PSEUDO_DATASET, cfg.XPM.PSEUDO_LABELS_FILE, pseudo_labeled_dataset(cfg))
+    pseudo = register_pseudo_labels(cfg.XPM.PSEUDO_DATASET, cfg.XPM.PSEUDO_LABELS_FILE, pseudo_labeled_dataset(cfg), cfg.OUTPUT_DIR)
     gt = get_detection_dataset_dicts(list(cfg.DATASETS.TRAIN), filter_empty=False)
-    pseudo = DatasetCatalog.get(cfg.XPM.PSEUDO_DATASET)
-    return merge_pseudo_labels(gt, pseudo)
+    dataset = StudentDataset(gt, pseudo)
+    logger.info(f"{dataset.num_gt} ground-truth images, {len(pseudo)} pseudo-labeled; {len(dataset.pseudo_only)} images only pseudo-labeled")
+    return dataset
 
 
-def student_repeat_factors(records: Sequence[dict], pseudo_factor: float, category_factors: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-image repeat factors: ``pseudo_factor`` for pseudo-only images (negative: ground-truth
+def student_repeat_factors(pseudo_only: Sequence[bool], pseudo_factor: float, category_factors: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-item repeat factors: ``pseudo_factor`` where ``pseudo_only`` (negative: ground-truth
     images / pseudo-only images, so each source is about half the samples), 1 for the others,
     times ``category_factors`` when given."""
-    pseudo_only = torch.tensor([bool(r.get("pseudo_only", False)) for r in records])
+    pseudo_only = torch.as_tensor(np.asarray(pseudo_only, dtype=bool))
     num_pseudo = int(pseudo_only.sum())
     if pseudo_factor < 0:
-        pseudo_factor = (len(records) - num_pseudo) / num_pseudo if num_pseudo else 1.0
+        pseudo_factor = (len(pseudo_only) - num_pseudo) / num_pseudo if num_pseudo else 1.0
     factors = torch.where(pseudo_only, torch.tensor(float(pseudo_factor)), torch.tensor(1.0))
     if category_factors is not None:
         factors = factors * category_factors
-    logger.info(f"{num_pseudo} pseudo-only images sampled x{pseudo_factor:.3g} against {len(records) - num_pseudo} with ground truth")
+    logger.info(f"{num_pseudo} pseudo-only images sampled x{pseudo_factor:.3g} against {len(pseudo_only) - num_pseudo} with ground truth")
     return factors
 
 
-def student_sampler(cfg, records: Sequence[dict]) -> Optional[RepeatFactorTrainingSampler]:
-    """The sampler for the merged records, or None when detectron2's default (from the config)
-    already samples them as asked."""
+def student_sampler(cfg, dataset: StudentDataset) -> Optional[RepeatFactorTrainingSampler]:
+    """The sampler for the student's dataset, or None when detectron2's default (from the
+    config) already samples it as asked."""
     category_factors = None
     if cfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler":
-        category_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(records, cfg.DATALOADER.REPEAT_THRESHOLD)
+        category_factors = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            dataset.category_view(), cfg.DATALOADER.REPEAT_THRESHOLD, sqrt=cfg.DATALOADER.REPEAT_SQRT
+        )
     elif cfg.XPM.PSEUDO_REPEAT_FACTOR == 1.0:
         return None
-    factors = student_repeat_factors(records, cfg.XPM.PSEUDO_REPEAT_FACTOR, category_factors)
+    factors = student_repeat_factors(dataset.pseudo_only_flags(), cfg.XPM.PSEUDO_REPEAT_FACTOR, category_factors)
     return RepeatFactorTrainingSampler(factors, seed=cfg.SEED if cfg.SEED >= 0 else None)
 
 

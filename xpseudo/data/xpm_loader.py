@@ -74,11 +74,11 @@ def build_xpm_train_loader(cfg, mapper=None):
     with XPM.PSEUDO_LABELS_FILE for the student), joined, when grounding is on, by one over
     XPM.CAPTION_DATASETS (XPM.CAPTION_IMS_PER_BATCH a batch)."""
     if cfg.XPM.PSEUDO_LABELS_FILE:
-        from .pseudo_dataset import PseudoAwareDatasetMapper, student_sampler, student_train_records
+        from .pseudo_dataset import PseudoAwareDatasetMapper, student_sampler, student_train_dataset
 
-        records = student_train_records(cfg)
+        dataset = student_train_dataset(cfg)
         annotated = build_detection_train_loader(
-            cfg, dataset=records, mapper=mapper or PseudoAwareDatasetMapper(cfg, True), sampler=student_sampler(cfg, records)
+            cfg, dataset=dataset, mapper=mapper or PseudoAwareDatasetMapper(cfg, True), sampler=student_sampler(cfg, dataset)
         )
     else:
         annotated = build_detection_train_loader(cfg, mapper=mapper or DatasetMapper(cfg, True))

@@ -26,7 +26,8 @@ USAGE = """Pseudo-label a captioned dataset with a trained XPM teacher (stage 3)
 
 A rerun skips finished shards and continues an interrupted one. The merge writes
 OUTPUT/pseudo_labels.json (COCO instances: usable as a training dataset, and by
-tools/evaluate_ovis.py) and OUTPUT/provenance.json.
+tools/evaluate_ovis.py), its index OUTPUT/pseudo_labels.index (the student reads the file through
+it instead of parsing it whole) and OUTPUT/provenance.json.
 """
 
 
@@ -38,6 +39,8 @@ def parse_args(argv=None):
     parser.add_argument("--num-shards", type=int, default=None, help="slices of the dataset (default 1; with --merge alone: found)")
     parser.add_argument("--shard-index", type=int, default=None, help="write this shard only (default: all, then merge)")
     parser.add_argument("--merge", action="store_true", help="only merge the finished shards in --output")
+    parser.add_argument("--image-root", help="with --merge: the labeled images' folder; every labeled image must be there, and "
+                        "the student then skips that check (the merge of a full run does it by itself)")
     add_slurm_arguments(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS is required)")
     args = parser.parse_args(argv)
@@ -67,6 +70,7 @@ def setup(args):
 def generate(args) -> None:
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.data import MetadataCatalog
     from detectron2.modeling import build_model
 
     import xpseudo.data.builtin  # noqa: F401  registers the builtin datasets
@@ -88,7 +92,7 @@ def generate(args) -> None:
         if counts:
             log.info(f"shard {index} of {num_shards}: {json.dumps(counts)}")
     if args.shard_index is None:
-        merge(args.output, num_shards)
+        merge(args.output, num_shards, MetadataCatalog.get(dataset).get("image_root"))
 
 
 def check_inputs(cfg, args, require_weights: bool):
@@ -107,8 +111,8 @@ def check_inputs(cfg, args, require_weights: bool):
     return dataset, records
 
 
-def merge(output: str, num_shards=None) -> None:
-    provenance = merge_shards(output, num_shards)
+def merge(output: str, num_shards=None, image_root=None) -> None:
+    provenance = merge_shards(output, num_shards, image_root)
     counts = provenance["counts"]
     print(
         f"wrote {os.path.join(output, 'pseudo_labels.json')}: {counts['annotations']} pseudo masks on {counts['labeled']} images "
@@ -120,6 +124,6 @@ def merge(output: str, num_shards=None) -> None:
 def run(args) -> None:
     """Here, without Slurm: only the merge, or the shards (all, or --shard-index) then the merge."""
     if args.merge:
-        merge(args.output, args.num_shards)
+        merge(args.output, args.num_shards, args.image_root)
     else:
         generate(args)

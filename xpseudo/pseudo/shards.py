@@ -21,6 +21,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from xpseudo.utils.io import InputError, atomic_write, atomic_write_json
 
+from .label_checks import annotation_problem, image_problem, size_mismatch
+from .label_index import IndexBuilder, check_image_files, index_path, source_fingerprint
+
 logger = logging.getLogger(__name__)
 
 STATUSES = ("labeled", "unlabeled", "no_match", "unreadable")
@@ -168,6 +171,61 @@ def _read_header_and_footer(path: str) -> Tuple[dict, Optional[dict]]:
     return header, footer
 
 
+def _write_merged(f, paths: List[str], categories: List[dict], index: IndexBuilder, tmp: str) -> int:
+    """Write the merged COCO file to ``f`` in one pass over each shard, adding every labeled image
+    with the byte spans of its entries to ``index``. Images go straight to the output and
+    annotations (which COCO lists after all images) to a spill file appended at the end. Returns
+    the byte offset where the annotations start."""
+    category_ids = {c["id"] for c in categories}
+    head = '{"info":' + _dumps({"description": "xpseudo pseudo labels", "provenance": "provenance.json"})
+    head += ',"categories":' + _dumps(categories) + ',"images":['
+    f.write(head)
+    position = len(head)  # bytes written: the JSON is ASCII (json.dumps escapes the rest)
+    spilled, next_id, pending = 0, 1, []
+    with tempfile.TemporaryFile("w+", dir=tmp, prefix=".annotations.") as spill:
+        for path in paths:
+            for number, line in enumerate(iter_shard(path), 1):
+                if "annotation" in line:
+                    ann = {"id": next_id, **line["annotation"]}
+                    problem, size, _ = annotation_problem(ann)
+                    if problem is None and ann["category_id"] not in category_ids:
+                        problem = f"category_id {ann['category_id']} is not among the categories"
+                    if problem:
+                        raise InputError(path, f"line {number}: {problem}; delete the shard and rerun it")
+                    text = ("" if next_id == 1 else ",") + _dumps(ann)
+                    spill.write(text)
+                    skip = 0 if next_id == 1 else 1
+                    pending.append((number, ann, size, (spilled + skip, len(text) - skip, ann["category_id"])))
+                    spilled += len(text)
+                    next_id += 1
+                elif "image" in line:
+                    image = line["image"]
+                    labeled = line.get("status") == "labeled"
+                    problem = image_problem(image) if labeled else (f"{len(pending)} annotations before an image with status {line.get('status')!r}" if pending else None)
+                    for ann_number, ann, size, _ in pending if problem is None else ():
+                        if ann["image_id"] != image["id"]:
+                            problem = f"annotation of image {ann['image_id']} before the line of image {image['id']} (line {number})"
+                        problem = problem or size_mismatch(size, image)
+                        if problem:
+                            number = ann_number
+                            break
+                    if problem:
+                        raise InputError(path, f"line {number}: {problem}; delete the shard and rerun it")
+                    if labeled:
+                        text = ("" if position == len(head) else ",") + _dumps(image)
+                        skip = 0 if position == len(head) else 1
+                        f.write(text)
+                        index.add_image(image["id"], position + skip, len(text) - skip, image["file_name"], [span for *_, span in pending])
+                        position += len(text)
+                    pending = []
+        middle = '],"annotations":['
+        f.write(middle)
+        spill.seek(0)
+        shutil.copyfileobj(spill, f, 1 << 20)
+        f.write("]}\n")
+    return position + len(middle)
+
+
 def find_shards(output_dir: str) -> Dict[int, List[str]]:
     """Shard count -> finished shard files in DIR/shards."""
     found: Dict[int, List[str]] = {}
@@ -179,10 +237,11 @@ def find_shards(output_dir: str) -> Dict[int, List[str]]:
     return found
 
 
-def merge_shards(output_dir: str, num_shards: Optional[int] = None) -> dict:
+def merge_shards(output_dir: str, num_shards: Optional[int] = None, image_root: Optional[str] = None) -> dict:
     """Check the N shards in DIR/shards and write DIR/pseudo_labels.json (COCO instances with the
-    labeled images, all categories, numbered annotations) and DIR/provenance.json. Returns the
-    provenance written."""
+    labeled images, all categories, numbered annotations), its index DIR/pseudo_labels.index (see
+    ``label_index``) and DIR/provenance.json. Every entry is checked as the student needs it, and
+    with ``image_root`` every labeled image must exist there. Returns the provenance written."""
     found = find_shards(output_dir)
     if num_shards is None:
         if len(found) != 1:
@@ -219,24 +278,17 @@ def merge_shards(output_dir: str, num_shards: Optional[int] = None) -> dict:
         raise InputError(paths[-1], f"shards cover {end} images, the dataset has {reference['num_images']}")
 
     output = os.path.join(output_dir, "pseudo_labels.json")
-    # One pass over each shard: images go straight to the output, annotations (which COCO lists
-    # after all images) to a spill file beside it, appended at the end.
-    with atomic_write(output) as f, tempfile.TemporaryFile("w+", dir=output_dir, prefix=".annotations.") as spill:
-        f.write('{"info":' + _dumps({"description": "xpseudo pseudo labels", "provenance": "provenance.json"}))
-        f.write(',"categories":' + _dumps(reference["categories"]) + ',"images":[')
-        first, next_id = True, 1
-        for path in paths:
-            for line in iter_shard(path):
-                if "annotation" in line:
-                    spill.write(("" if next_id == 1 else ",") + _dumps({"id": next_id, **line["annotation"]}))
-                    next_id += 1
-                elif line.get("status") == "labeled":
-                    f.write(("" if first else ",") + _dumps(line["image"]))
-                    first = False
-        f.write('],"annotations":[')
-        spill.seek(0)
-        shutil.copyfileobj(spill, f, 1 << 20)
-        f.write("]}\n")
+    with tempfile.TemporaryDirectory(dir=output_dir, prefix=".merge.") as tmp:
+        index = IndexBuilder(tmp, output)
+        try:
+            with atomic_write(output) as f:
+                annotations_base = _write_merged(f, paths, reference["categories"], index, tmp)
+                if image_root is not None:
+                    check_image_files(output, image_root, index.file_names(), index.image_ids())
+            index.finish(index_path(output), {"source": source_fingerprint(output), "images_checked_under": image_root,
+                                              "annotations_base": annotations_base})
+        finally:
+            index.close()
     totals = count_images([])
     for footer in footers:
         for key, value in footer["counts"].items():

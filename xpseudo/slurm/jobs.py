@@ -63,13 +63,13 @@ class ShardJob:
 
 
 class MergeJob:
-    def __init__(self, output: str, num_shards: int):
-        self.output, self.num_shards = output, num_shards
+    def __init__(self, output: str, num_shards: int, image_root: Optional[str] = None):
+        self.output, self.num_shards, self.image_root = output, num_shards, image_root
 
     def __call__(self):
         from xpseudo.pseudo.cli import merge
 
-        merge(self.output, self.num_shards)
+        merge(self.output, self.num_shards, self.image_root)
         return os.path.join(self.output, "pseudo_labels.json")
 
 
@@ -135,6 +135,8 @@ def submit_training(args, dependency=None, name: str = "xpm-train"):
 def submit_pseudo_labels(args, dependency=None, require_weights: bool = True):
     """A job array, one shard per task, and a merge job that waits for all of it. With the local
     executor (no dependencies) the shards are awaited before the merge is submitted."""
+    from detectron2.data import MetadataCatalog
+
     import xpseudo.data.builtin  # noqa: F401  registers the builtin datasets
     from xpseudo.config import load_config
     from xpseudo.pseudo.cli import check_inputs
@@ -144,12 +146,12 @@ def submit_pseudo_labels(args, dependency=None, require_weights: bool = True):
     args.num_shards = num_shards
     args.opts = on_cpu(args.opts, args.gpus_per_node)
     cfg = load_config(args.config_file, args.opts)
-    check_inputs(cfg, args, require_weights=require_weights)  # more shards than images etc.: before submitting
+    dataset, _ = check_inputs(cfg, args, require_weights=require_weights)  # more shards than images etc.: before submitting
     shard_executor = build_executor(args, "xpm-pseudo-shard", gpus_per_node=min(args.gpus_per_node, 1), after=dependency or ())
     shard_jobs = shard_executor.map_array(ShardJob(args), list(range(num_shards)))
     print_submitted(f"{num_shards} pseudo-label shards", shard_jobs)
     merge_executor = build_executor(args, "xpm-pseudo-merge", gpus_per_node=0, after=shard_jobs)
-    merge_job = merge_executor.submit(MergeJob(os.path.abspath(args.output), num_shards))
+    merge_job = merge_executor.submit(MergeJob(os.path.abspath(args.output), num_shards, MetadataCatalog.get(dataset).get("image_root")))
     print_submitted("merge", [merge_job])
     return shard_jobs, merge_job
 
