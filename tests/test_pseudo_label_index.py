@@ -86,7 +86,8 @@ class TestIndexFromJson(unittest.TestCase):
         self.assertEqual(index.images_checked_under, self.tmp.name)
         by_id = sorted(self.data["images"], key=lambda im: im["id"])  # load_coco_json's order
         self.assertEqual(index.image_ids().tolist(), [im["id"] for im in by_id])
-        self.assertEqual(index.file_names(), [im["file_name"] for im in by_id])
+        self.assertEqual([index.file_name_at(index.position(i)) for i in range(len(index))], [im["file_name"] for im in by_id])
+        self.assertEqual(index.file_names().block(0, len(index)), [im["file_name"] for im in self.data["images"]])
         for i, image in enumerate(by_id):
             entry_image, annotations = index.entries(i)
             self.assertEqual(entry_image, image)

@@ -129,6 +129,7 @@ class TestPseudoLabelsOnOtherImages(unittest.TestCase):
 
         from xpseudo.data.ovis_datasets import load_ovis_dicts
         from xpseudo.data.pseudo_dataset import PseudoAwareDatasetMapper, student_repeat_factors, student_sampler, student_train_dataset
+        from xpseudo.data.xpm_loader import build_xpm_train_loader
 
         gt_meta = MetadataCatalog.get("_test_oi_gt")
         gt_json = json.load(open(gt_meta.json_file))
@@ -169,9 +170,8 @@ class TestPseudoLabelsOnOtherImages(unittest.TestCase):
         factors = student_repeat_factors([False] * len(expected), 1.0, RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(expected, 0.3))
         reference = build_detection_train_loader(self.cfg, dataset=expected, mapper=PseudoAwareDatasetMapper(self.cfg, True),
                                                  sampler=RepeatFactorTrainingSampler(factors, seed=3))
-        ours = build_detection_train_loader(self.cfg, dataset=dataset, mapper=PseudoAwareDatasetMapper(self.cfg, True),
-                                            sampler=student_sampler(self.cfg, dataset))
-        self.assertEqual(batches(ours), batches(reference))
+        self.assertIsInstance(student_sampler(self.cfg, dataset), RepeatFactorTrainingSampler)
+        self.assertEqual(batches(build_xpm_train_loader(self.cfg)), batches(reference))
 
     def test_unregistered_provenance_dataset_is_an_error(self):
         from xpseudo.data.pseudo_dataset import pseudo_labeled_dataset
@@ -183,6 +183,32 @@ class TestPseudoLabelsOnOtherImages(unittest.TestCase):
             pseudo_labeled_dataset(self.cfg)
         self.cfg.XPM.PSEUDO_LABELED_DATASET = "_test_cc"
         self.assertEqual(pseudo_labeled_dataset(self.cfg), "_test_cc")
+
+
+@requires_detectron2
+class TestScalableDataPieces(unittest.TestCase):
+    def test_vectorized_sampler_gives_detectron2s_indices(self):
+        import torch
+        from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+        from xpseudo.data.scaling import VectorizedRepeatFactorSampler
+
+        factors = torch.tensor([1.0, 0.25, 2.5, 0.0, 1.75, 0.01] * 50)
+        for seed in (0, 5):
+            ours = list(itertools.islice(iter(VectorizedRepeatFactorSampler(factors, seed=seed)), 3000))
+            theirs = list(itertools.islice(iter(RepeatFactorTrainingSampler(factors, seed=seed)), 3000))
+            self.assertEqual(ours, theirs)
+
+    def test_map_with_retry_replaces_dropped_items(self):
+        from xpseudo.data.scaling import MapWithRetry
+
+        mapped = MapWithRetry(list(range(10)), lambda x: None if x in (3, 4) else x * 10)
+        self.assertEqual([mapped[i] for i in (0, 9, 5)], [0, 90, 50])
+        retried = [mapped[3] for _ in range(20)] + [mapped[4] for _ in range(20)]
+        self.assertTrue(all(v is not None and v // 10 not in (3, 4) for v in retried))
+        self.assertEqual(mapped._dropped, {3, 4})
+        with self.assertRaisesRegex(RuntimeError, "dropped every item"):
+            MapWithRetry([1, 2], lambda x: None)[0]
 
 
 if __name__ == "__main__":

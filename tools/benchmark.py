@@ -8,6 +8,10 @@
     # a student training step / a plain detectron2 Mask R-CNN step on the same batches (goal <= 1.2)
     python tools/benchmark.py --task student-step --config-file configs/shapes/xpm_student_R18_FPN.yaml \
         --steps 20 XPM.PSEUDO_LABELS_FILE out/pl/pseudo_labels.json
+    # merging N images' pseudo-label shards and the student's data loading with 1 and 2 processes:
+    # time, and peak / steady memory per process (goals at 1M: peak <= 2 GiB above the imports, a
+    # second process adds <= 0.5 GiB, start-up <= 60 s, merge memory flat)
+    python tools/benchmark.py --task pseudo-load --num-images 1000000 --work /scratch/bench
 """
 import argparse
 import json
@@ -20,17 +24,24 @@ import torch
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=("pseudo-label", "student-step"))
-    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--task", required=True, choices=("pseudo-label", "student-step", "pseudo-load"))
+    parser.add_argument("--config-file", help="required by pseudo-label and student-step")
     parser.add_argument("--dataset", help="captioned dataset (default: the config's first XPM.CAPTION_DATASETS)")
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2, help="timed passes of each path; the fastest counts")
     parser.add_argument("--memory-sizes", default="100,800", help="dataset sizes for the peak-memory runs ('' to skip)")
     parser.add_argument("--steps", type=int, default=20, help="student-step: timed training steps of each model")
     parser.add_argument("--json-out", help="write the results here too")
+    parser.add_argument("--work", help="pseudo-load: folder for the generated shards, images and outputs, kept for reruns "
+                        "(default: a temporary folder, removed)")
+    parser.add_argument("--phase", choices=("merge", "image-check", "load"), help=argparse.SUPPRESS)
+    parser.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.task != "pseudo-load" and not args.config_file:
+        parser.error(f"--task {args.task} needs --config-file")
+    return args
 
 
 def build(args):
@@ -55,7 +66,9 @@ def build(args):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.getLogger("xpseudo").setLevel(logging.WARNING)
-    if args.task == "student-step":
+    if args.task == "pseudo-load":
+        result = pseudo_load(args)
+    elif args.task == "student-step":
         result = student_step(args)
     else:
         result = pseudo_label(args, argv)
@@ -64,6 +77,37 @@ def main(argv=None) -> int:
 
         atomic_write_json(args.json_out, result, indent=2)
     return 0
+
+
+def pseudo_load(args) -> dict:
+    import tempfile
+
+    from xpseudo.benchmarks import pseudo_load as bench
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if args.phase:  # one phase, in this fresh process; the last line printed is its result
+        result = {"merge": lambda: bench.merge_phase(args.work), "image-check": lambda: bench.image_check_phase(args.work),
+                  "load": lambda: {"ranks": bench.load_phase(args.work, args.processes, repo)}}[args.phase]()
+        print(json.dumps(result))
+        sys.exit(0)
+    with tempfile.TemporaryDirectory(prefix="pseudo-load-") as tmp:
+        work = os.path.abspath(args.work or tmp)
+        result = bench.benchmark([sys.executable, os.path.abspath(__file__), "--task", "pseudo-load"], work, args.num_images, repo)
+    gib = 1024
+    print(f"{args.num_images} images: generated in {result['generate_s']:.0f} s; pseudo_labels.json {result['pseudo_labels_json_mb']:.0f} MB, "
+          f"index {result['index_mb']:.0f} MB")
+    print(f"merge: {result['merge_s']:.1f} s, peak {result['merge_peak_above_imports_mb'] / gib:.2f} GiB above the imports "
+          f"(every image file checked); the same check alone: {result['image_check_s']:.1f} s")
+    for processes in (1, 2):
+        ranks = result[f"load_{processes}_processes"]
+        print(f"student data loading, {processes} process(es): start-up {max(r['startup_s'] for r in ranks):.1f} s; "
+              f"per process peak {max(r['peak_above_imports_mb'] for r in ranks) / gib:.2f} GiB, "
+              f"steady {max(r['steady_above_imports_mb'] for r in ranks) / gib:.2f} GiB resident "
+              f"({max(r['steady_pss_above_imports_mb'] for r in ranks) / gib:.2f} GiB proportional) above the imports")
+    one, two = (sum(r["peak_above_imports_mb"] for r in result[f"load_{p}_processes"]) for p in (1, 2))
+    result["second_process_adds_mb"] = two - one
+    print(f"second process adds (sum of per-process peaks, shared pages counted twice): {(two - one) / gib:.2f} GiB  (goal <= 0.5)")
+    return result
 
 
 def student_step(args) -> dict:

@@ -20,6 +20,7 @@ from xpseudo.pseudo.label_index import PseudoLabelIndex, index_path, is_fresh
 from xpseudo.utils.io import InputError, load_json
 
 from .ovis_datasets import CLASS_METADATA_KEYS, register_with_metadata
+from .scaling import VectorizedRepeatFactorSampler
 from .student_dataset import PseudoLabelRecords, StudentDataset
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def student_repeat_factors(pseudo_only: Sequence[bool], pseudo_factor: float, ca
     return factors
 
 
-def student_sampler(cfg, dataset: StudentDataset) -> Optional[RepeatFactorTrainingSampler]:
+def student_sampler(cfg, dataset: StudentDataset) -> Optional[VectorizedRepeatFactorSampler]:
     """The sampler for the student's dataset, or None when detectron2's default (from the
     config) already samples it as asked."""
     category_factors = None
@@ -149,7 +150,7 @@ def student_sampler(cfg, dataset: StudentDataset) -> Optional[RepeatFactorTraini
     elif cfg.XPM.PSEUDO_REPEAT_FACTOR == 1.0:
         return None
     factors = student_repeat_factors(dataset.pseudo_only_flags(), cfg.XPM.PSEUDO_REPEAT_FACTOR, category_factors)
-    return RepeatFactorTrainingSampler(factors, seed=cfg.SEED if cfg.SEED >= 0 else None)
+    return VectorizedRepeatFactorSampler(factors, seed=cfg.SEED if cfg.SEED >= 0 else None)
 
 
 class PseudoAwareDatasetMapper(DatasetMapper):

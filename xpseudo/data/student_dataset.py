@@ -82,14 +82,15 @@ class StudentDataset(torch.utils.data.Dataset):
         self.pseudo = pseudo
         gt_index = {r["file_name"]: i for i, r in enumerate(gt_records)}
         self.matched = np.full(len(gt_records), -1, dtype=np.int64)  # ground-truth item -> pseudo record or -1
-        pseudo_only = []
-        for j, name in enumerate(pseudo.index.file_names()):
-            i = gt_index.get(os.path.join(pseudo.image_root, name))
-            if i is None:
-                pseudo_only.append(j)
-            else:
-                self.matched[i] = j
-        self.pseudo_only = np.asarray(pseudo_only, dtype=np.int64)
+        dataset_position = pseudo.index.dataset_positions()
+        has_gt = np.zeros(len(pseudo), dtype=bool)
+        for start, names in pseudo.index.file_names().blocks():  # a block at a time: millions of names
+            for k, name in enumerate(names, start):
+                i = gt_index.get(os.path.join(pseudo.image_root, name))
+                if i is not None:
+                    j = dataset_position[k]
+                    self.matched[i], has_gt[j] = j, True
+        self.pseudo_only = np.flatnonzero(~has_gt)
         self._gt_categories = [np.asarray([a["category_id"] for a in r.get("annotations", [])], dtype=np.int64) for r in gt_records]
         self.gt = DatasetFromList(gt_records, copy=False)
         self.num_gt = len(gt_records)

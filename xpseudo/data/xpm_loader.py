@@ -75,10 +75,18 @@ def build_xpm_train_loader(cfg, mapper=None):
     XPM.CAPTION_DATASETS (XPM.CAPTION_IMS_PER_BATCH a batch)."""
     if cfg.XPM.PSEUDO_LABELS_FILE:
         from .pseudo_dataset import PseudoAwareDatasetMapper, student_sampler, student_train_dataset
+        from .scaling import MapWithRetry
 
+        # detectron2's loader with the config's settings, but the mapping and sampling pieces that
+        # hold nothing per item (MapWithRetry, VectorizedRepeatFactorSampler): millions of images
         dataset = student_train_dataset(cfg)
         annotated = build_detection_train_loader(
-            cfg, dataset=dataset, mapper=mapper or PseudoAwareDatasetMapper(cfg, True), sampler=student_sampler(cfg, dataset)
+            dataset=MapWithRetry(dataset, mapper or PseudoAwareDatasetMapper(cfg, True)),
+            mapper=None,
+            sampler=student_sampler(cfg, dataset) or TrainingSampler(len(dataset), seed=cfg.SEED),
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
     else:
         annotated = build_detection_train_loader(cfg, mapper=mapper or DatasetMapper(cfg, True))

@@ -71,7 +71,7 @@ def build_index_from_json(source: str, path: Optional[str] = None, image_root: O
             columns = {name: column.numpy() for name, column in annotations.items()}
             grouped, offsets = _check_and_group(source, builder.image_ids(), {k: c.numpy() for k, c in sizes.items()}, columns, categories or [])
             if image_root is not None:
-                check_image_files(source, image_root, builder.file_names(), builder.image_ids())
+                check_image_files(source, image_root, builder.file_names(), builder.images["image_id"].memmap())
             builder.finish(path, {"source": fingerprint, "images_checked_under": image_root, "annotations_base": 0}, grouped, offsets)
         finally:
             builder.close()

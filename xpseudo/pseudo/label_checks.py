@@ -12,7 +12,12 @@ import pycocotools.mask as mask_util
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    # the exact-type test first: this runs for every entry of millions
+    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+
+
+def _is_number(value) -> bool:
+    return type(value) in (int, float) or (isinstance(value, numbers.Real) and not isinstance(value, bool))
 
 
 def image_problem(image) -> Optional[str]:
@@ -52,7 +57,7 @@ def annotation_problem(ann) -> Tuple[Optional[str], Optional[Tuple[int, int]], i
     if area <= 0 or area > size[0] * size[1] or ("area" in ann and abs(area - ann["area"]) > 1):
         return f"RLE counts do not decode to a mask of area {ann.get('area')} inside the image", None, 0
     box = ann.get("bbox")
-    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in box)):
+    if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
         return f"'bbox' must be 4 numbers [x, y, width, height], got {box!r}", None, 0
     if ann.get("ignore", 0) != 0:
         return "'ignore' annotations are not supported by detectron2", None, 0

@@ -79,6 +79,13 @@ class Column:
         self._file.seek(0)
         return np.fromfile(self._file, dtype=self.dtype)
 
+    def memmap(self) -> np.ndarray:
+        """The column so far, mapped rather than read (constant memory)."""
+        self._flush()
+        if len(self) == 0:
+            return np.zeros(0, dtype=self.dtype)
+        return np.memmap(self._file, dtype=self.dtype, mode="r", shape=(len(self),))
+
     def copy_to(self, f) -> None:
         self._flush()
         self._file.seek(0)
@@ -125,8 +132,8 @@ class IndexBuilder:
     def image_ids(self) -> np.ndarray:
         return self.images["image_id"].numpy()
 
-    def file_names(self) -> List[str]:
-        return _split_names(self.names.numpy().tobytes(), self.name_offsets.numpy())
+    def file_names(self) -> "FileNames":
+        return FileNames(self.names.memmap(), self.name_offsets.memmap())
 
     def finish(self, path: str, header: dict, annotations: Optional[Dict[str, np.ndarray]] = None, annotation_offsets=None) -> None:
         """Write the index. ``annotations`` / ``annotation_offsets`` replace the collected ones
@@ -149,20 +156,37 @@ class IndexBuilder:
             column.close()
 
 
-def check_image_files(source: str, image_root: str, file_names: List[str], image_ids, threads: int = 32) -> None:
+class FileNames:
+    """The file names of an index's images (in the file's order), decoded a block at a time."""
+
+    def __init__(self, names: np.ndarray, offsets: np.ndarray):
+        self.names, self.offsets = names, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def block(self, start: int, end: int) -> List[str]:
+        bounds = np.asarray(self.offsets[start:end + 1]).tolist()
+        data = bytes(self.names[bounds[0]:bounds[-1]]) if bounds else b""
+        return [data[a - bounds[0]:b - bounds[0]].decode() for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def blocks(self, size: int = 1 << 16):
+        """(first position, names) in blocks of ``size``."""
+        for start in range(0, len(self), size):
+            yield start, self.block(start, min(start + size, len(self)))
+
+
+def check_image_files(source: str, image_root: str, file_names: FileNames, image_ids, threads: int = 32) -> None:
     """Every image file (``file_names``, in the order of the file's 'images') exists under
-    ``image_root``, else an InputError naming the first missing one."""
+    ``image_root``, else an InputError naming the first missing one. Block by block: constant
+    memory for any number of images."""
     from xpseudo.data.image_files import first_missing_file
 
-    missing = first_missing_file([os.path.join(image_root, n) for n in file_names], threads)
-    if missing is not None:
-        path = os.path.join(image_root, file_names[missing])
-        raise InputError(source, f"images[{missing}] (id {int(image_ids[missing])}): image file {path} does not exist")
-
-
-def _split_names(names: bytes, offsets: np.ndarray) -> List[str]:
-    bounds = offsets.tolist()
-    return [names[a:b].decode() for a, b in zip(bounds[:-1], bounds[1:])]
+    for start, names in file_names.blocks():
+        missing = first_missing_file([os.path.join(image_root, n) for n in names], threads)
+        if missing is not None:
+            path = os.path.join(image_root, names[missing])
+            raise InputError(source, f"images[{start + missing}] (id {int(image_ids[start + missing])}): image file {path} does not exist")
 
 
 def write_index(path: str, header: dict, columns: Dict[str, Union[Column, np.ndarray]]) -> None:
@@ -251,14 +275,21 @@ class PseudoLabelIndex:
         offsets = self.columns["name_offsets"]
         return bytes(self.columns["names"][offsets[position]:offsets[position + 1]]).decode()
 
-    def file_names(self, file_order: bool = False) -> List[str]:
-        """File names in dataset order (or in the order of the file's 'images')."""
-        in_file = _split_names(bytes(self.columns["names"]), np.asarray(self.columns["name_offsets"]))
-        return in_file if file_order or self.order is None else [in_file[k] for k in self.order]
+    def file_names(self) -> FileNames:
+        """File names in the order of the file's 'images' (``dataset_positions`` maps them)."""
+        return FileNames(self.columns["names"], self.columns["name_offsets"])
+
+    def dataset_positions(self) -> np.ndarray:
+        """Position in the file's 'images' -> position in dataset order."""
+        if self.order is None:
+            return np.arange(len(self))
+        inverse = np.empty(len(self), dtype=np.int64)
+        inverse[np.asarray(self.order)] = np.arange(len(self))
+        return inverse
 
     def check_image_files(self, image_root: str) -> None:
         """Every image file exists under ``image_root`` (an InputError naming the first missing)."""
-        check_image_files(self.source, image_root, self.file_names(file_order=True), self.columns["image_id"])
+        check_image_files(self.source, image_root, self.file_names(), self.columns["image_id"])
 
     def annotation_ranges(self) -> Tuple[np.ndarray, np.ndarray]:
         """(first, end) annotation row of each image, dataset order."""

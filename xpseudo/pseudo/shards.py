@@ -284,7 +284,7 @@ def merge_shards(output_dir: str, num_shards: Optional[int] = None, image_root: 
             with atomic_write(output) as f:
                 annotations_base = _write_merged(f, paths, reference["categories"], index, tmp)
                 if image_root is not None:
-                    check_image_files(output, image_root, index.file_names(), index.image_ids())
+                    check_image_files(output, image_root, index.file_names(), index.images["image_id"].memmap())
             index.finish(index_path(output), {"source": source_fingerprint(output), "images_checked_under": image_root,
                                               "annotations_base": annotations_base})
         finally:
