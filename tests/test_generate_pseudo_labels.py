@@ -87,6 +87,31 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertEqual(out.pred_masks.dtype, torch.bool)
         self.assertTrue(bool(((out.scores > 0) & (out.scores < 1)).all()))
 
+    def test_refined_boxes_are_the_teachers_box_transform_of_the_picked_proposals(self):
+        from detectron2.structures import Boxes
+
+        record = self.records[0]
+        classes, _ = self.labeler.caption_words(record["captions"])
+        image = torch.as_tensor(np.ascontiguousarray(np.random.default_rng(1).integers(0, 255, (96, 96, 3)).transpose(2, 0, 1))).float()
+        inputs = [{"image": image, "height": 96, "width": 96, "word_classes": classes}]
+        self.assertTrue(self.labeler.refine_boxes)  # the default, as the authors' release
+        refined = self.labeler(inputs)[0]
+        self.labeler.refine_boxes = False
+        try:
+            raw = self.labeler(inputs)[0]
+        finally:
+            self.labeler.refine_boxes = True
+        self.assertEqual(raw.pred_classes.tolist(), refined.pred_classes.tolist())  # the same picks
+        model = self.labeler.model
+        model.eval()
+        with torch.no_grad():
+            features = model.backbone(model.preprocess_image(inputs).tensor)
+            _, deltas = model.roi_heads.region_embeddings_and_deltas(features, [Boxes(raw.pred_boxes.tensor)])
+            expected = Boxes(model.roi_heads.box_predictor.box2box_transform.apply_deltas(deltas, raw.pred_boxes.tensor))
+        expected.clip((96, 96))
+        self.assertTrue(torch.allclose(refined.pred_boxes.tensor, expected.tensor, atol=1e-4))
+        self.assertFalse(torch.allclose(refined.pred_boxes.tensor, raw.pred_boxes.tensor))
+
     def test_sharded_equals_single_and_the_file_evaluates(self):
         one, three = os.path.join(self.tmp.name, "one"), os.path.join(self.tmp.name, "three")
         result = self.run_tool("--output", one)

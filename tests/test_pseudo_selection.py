@@ -46,6 +46,18 @@ class TestSelectRegions(unittest.TestCase):
         hot = select_regions(self.S, SelectionConfig(min_score=0.999, temperature=0.05))  # sigmoid(6) < 0.999 < sigmoid(14)
         self.assertEqual(pairs(hot), [(1, 0), (0, 1)])
 
+    def test_min_score_without_the_temperature_drops_a_known_fraction(self):
+        # cosines of each word's best region: 0.6, 0.3, 0.1, -0.2 (four words, the pick is region 0)
+        best = torch.tensor([0.6, 0.3, 0.1, -0.2])
+        scores = torch.stack([best, best - 0.5, best - 0.9])
+        # the authors' confidence sigmoid(S): 0.646, 0.574, 0.525, 0.450; MIN_SCORE 0.55 keeps half
+        kept = select_regions(scores, SelectionConfig(min_score=0.55, temperature=1.0))
+        self.assertEqual(kept.words.tolist(), [0, 1])
+        self.assertTrue(torch.allclose(kept.confidences, torch.sigmoid(best[:2])))
+        # at temperature 0.1 the same picks score 0.998, 0.953, 0.731, 0.119: the threshold means
+        # something else entirely (three kept)
+        self.assertEqual(select_regions(scores, SelectionConfig(min_score=0.55, temperature=0.1)).words.tolist(), [0, 1, 2])
+
     def test_one_region_wanted_by_two_words(self):
         S = torch.tensor([[0.9, 0.8, 0.1], [0.5, 0.7, 0.1], [0.0, 0.0, 0.1]])
         self.assertEqual(pairs(select_regions(S)), [(0, 0), (0, 1), (0, 2)])

@@ -23,6 +23,9 @@ def add_xpseudo_config(cfg):
     # --- open-vocabulary box classifier ---
     # logits = cosine(region embedding, class embedding) / TEMPERATURE; background has a learned embedding
     cfg.MODEL.XPM.CLS_TEMPERATURE = 0.05
+    # weight of the background class in the classification cross-entropy, teacher and student
+    # (the authors' release: 0.2; 1.0 is detectron2's plain cross-entropy)
+    cfg.MODEL.XPM.BACKGROUND_WEIGHT = 1.0
     # Classes the classifier is trained on: "base" (the split's base classes; novel ones are never
     # pushed towards background) or "all" (every class of the training dataset).
     cfg.MODEL.XPM.TRAIN_CLASSES = "base"
@@ -49,11 +52,13 @@ def add_xpseudo_config(cfg):
     # mask loss on pseudo instances: True = noise-aware (sampled logits mu + sigma * eps), False =
     # plain BCE like ground truth (the ablation)
     cfg.MODEL.XPM.STUDENT.NOISE_AWARE = True
-    # samples of eps averaged in the likelihood (1 = BCE on one sampled logit; sigma then learns nothing)
+    # samples of eps averaged in the likelihood (1 = BCE on one sampled logit, the authors' release:
+    # sigma then shrinks for right and wrong labels alike)
     cfg.MODEL.XPM.STUDENT.NUM_SAMPLES = 8
     # iteration after which the sigma branch stops training (-1: never)
     cfg.MODEL.XPM.STUDENT.SIGMA_FREEZE_ITER = -1
-    # initial log-variance of the sigma branch (sigma = exp(SIGMA_INIT / 2))
+    # initial log-variance of the sigma branch (sigma = exp(SIGMA_INIT / 2)); the authors' release
+    # initialises the branch's bias to 1.0 (sigma 1.65)
     cfg.MODEL.XPM.STUDENT.SIGMA_INIT = -2.0
     # re-weighting of pseudo objects' classification and box losses by their mask uncertainty:
     # "object" (WEIGHT_SCALE / the object's mean sigma), "batch" (WEIGHT_SCALE / the batch's mean
@@ -95,13 +100,17 @@ def add_xpseudo_config(cfg):
     cfg.XPM.PSEUDO_LABELS.CLASSES = "all"
     # regions per caption word, best first (XPM: 1)
     cfg.XPM.PSEUDO_LABELS.TOP_K = 1
-    # confidence = sigmoid(<region, word> / SCORE_TEMPERATURE); pairs below MIN_SCORE are dropped (XPM: none)
+    # confidence = sigmoid(cos(region, word) / SCORE_TEMPERATURE). The authors' release has no
+    # temperature (1.0; on unnormalised embeddings). At 0.1 every pick's confidence is ~0.99, so
+    # MIN_SCORE selects nothing; at 1.0 it lies in sigmoid([-1, 1]) = [0.27, 0.73].
     cfg.XPM.PSEUDO_LABELS.SCORE_TEMPERATURE = 0.1
+    # pairs whose confidence is below this are dropped (the authors': 0, no threshold)
     cfg.XPM.PSEUDO_LABELS.MIN_SCORE = 0.0
     # a region picked by several words is kept only for the word that scores it highest
     cfg.XPM.PSEUDO_LABELS.DEDUPLICATE = False
-    # apply the teacher's class-agnostic box regression to the picked proposal (XPM: the proposal as is)
-    cfg.XPM.PSEUDO_LABELS.REFINE_BOXES = False
+    # apply the teacher's class-agnostic box regression to the picked proposal, as the authors'
+    # release does (its post-processor, without NMS); False keeps the raw proposal
+    cfg.XPM.PSEUDO_LABELS.REFINE_BOXES = True
     cfg.XPM.PSEUDO_LABELS.MASK_THRESHOLD = 0.5
     # images per teacher forward pass
     cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH = 4

@@ -11,24 +11,27 @@ class OpenVocabOutputLayers(FastRCNNOutputLayers):
     """FastRCNNOutputLayers whose classifier is ``cos(project(x), class embedding) / T`` with a
     learned background embedding (last column, detectron2's convention). Box regression is
     class-agnostic. Class embeddings are a non-persistent buffer, set with
-    ``set_class_embeddings``: checkpoints hold no vocabulary and run with any."""
+    ``set_class_embeddings``: checkpoints hold no vocabulary and run with any.
+
+    ``background_weight`` weights the background class in the classification cross-entropy (the
+    authors' release: 0.2), as a per-class weight: the loss is the weighted mean over proposals."""
 
     @configurable
-    def __init__(self, input_shape: ShapeSpec, *, embedding_dim: int, temperature: float, **kwargs):
+    def __init__(self, input_shape: ShapeSpec, *, embedding_dim: int, temperature: float, background_weight: float = 1.0, **kwargs):
         kwargs["cls_agnostic_bbox_reg"] = True
         super().__init__(input_shape, num_classes=1, **kwargs)
         del self.cls_score
         input_size = input_shape.channels * (input_shape.width or 1) * (input_shape.height or 1)
         self.projection = nn.Linear(input_size, embedding_dim)
         self.background_embedding = nn.Parameter(torch.randn(embedding_dim) / embedding_dim**0.5)
-        self.temperature = temperature
+        self.temperature, self.background_weight = temperature, background_weight
         self.register_buffer("class_embeddings", torch.zeros(0, embedding_dim), persistent=False)
         self.num_classes = 0
 
     @classmethod
     def from_config(cls, cfg, input_shape, embedding_dim):
         args = super().from_config(cfg, input_shape)
-        args.update(embedding_dim=embedding_dim, temperature=cfg.MODEL.XPM.CLS_TEMPERATURE)
+        args.update(embedding_dim=embedding_dim, temperature=cfg.MODEL.XPM.CLS_TEMPERATURE, background_weight=cfg.MODEL.XPM.BACKGROUND_WEIGHT)
         del args["num_classes"], args["cls_agnostic_bbox_reg"]
         return args
 
@@ -46,3 +49,21 @@ class OpenVocabOutputLayers(FastRCNNOutputLayers):
         classifier = torch.cat([self.class_embeddings, F.normalize(self.background_embedding, dim=0)[None]])
         scores = embeddings @ classifier.t() / self.temperature
         return scores, self.bbox_pred(x)
+
+    def classification_loss(self, scores: torch.Tensor, gt_classes: torch.Tensor, proposal_weights=None) -> torch.Tensor:
+        """Cross-entropy with the background class weighted by ``background_weight`` (and each
+        proposal by ``proposal_weights``), normalised by the class weights' sum: detectron2's mean
+        when both are 1."""
+        if gt_classes.numel() == 0:
+            return scores.sum() * 0.0
+        per_proposal = F.cross_entropy(scores, gt_classes, reduction="none")
+        class_weight = torch.where(gt_classes == scores.shape[1] - 1, self.background_weight, 1.0).to(scores.dtype)
+        weight = class_weight if proposal_weights is None else class_weight * proposal_weights
+        return (per_proposal * weight).sum() / class_weight.sum()
+
+    def losses(self, predictions, proposals):
+        losses = super().losses(predictions, proposals)
+        if self.background_weight != 1.0:  # otherwise detectron2's own loss, bit for bit
+            gt_classes = torch.cat([p.gt_classes for p in proposals]) if proposals else predictions[0].new_zeros(0, dtype=torch.long)
+            losses["loss_cls"] = self.classification_loss(predictions[0], gt_classes) * self.loss_weight.get("loss_cls", 1.0)
+        return losses

@@ -2,7 +2,6 @@
 from typing import Dict, List
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import ROI_HEADS_REGISTRY
@@ -98,7 +97,7 @@ class StudentROIHeads(OpenVocabROIHeads):
         weights = self.proposal_weights(proposals)
         gt_classes = cat([p.gt_classes for p in proposals])
         num = max(gt_classes.numel(), 1)  # detectron2 normalises both losses by all sampled proposals
-        loss_cls = (F.cross_entropy(scores, gt_classes, reduction="none") * weights).sum() / num
+        loss_cls = self.box_predictor.classification_loss(scores, gt_classes, weights)
         foreground = (gt_classes >= 0) & (gt_classes != self.num_classes)
         predictor = self.box_predictor
         proposal_boxes = cat([p.proposal_boxes.tensor for p in proposals])

@@ -30,7 +30,7 @@ class PseudoLabeler:
         wanted_classes: Sequence[int],
         matcher: Optional[CaptionMatcher] = None,
         selection: SelectionConfig = SelectionConfig(),
-        refine_boxes: bool = False,
+        refine_boxes: bool = True,
         mask_threshold: float = 0.5,
         dataset_ids: Sequence[int] = None,
     ):
