@@ -53,3 +53,35 @@ class TestGroundingLoss(unittest.TestCase):
         regions = regions.clone().requires_grad_()
         grounding_loss(regions, region_mask, words[torch.tensor([1, 0, 3, 2])], word_mask, 0.1).backward()
         self.assertGreater(regions.grad.abs().sum().item(), 0)
+
+
+class TestAuthorsFourTermLoss(unittest.TestCase):
+    def test_equals_a_direct_computation(self):
+        """Loops over image-caption pairs, words and regions; padding included."""
+        g = torch.Generator().manual_seed(3)
+        batch, dim, t = 3, 8, 0.1
+        counts = [(4, 2), (2, 3), (5, 1)]  # (regions, words) per pair
+        regions = F.normalize(torch.randn(batch, 5, dim, generator=g), dim=-1)
+        words = F.normalize(torch.randn(batch, 3, dim, generator=g), dim=-1)
+        region_mask = torch.tensor([[r > i for i in range(5)] for r, _ in counts])
+        word_mask = torch.tensor([[w > i for i in range(3)] for _, w in counts])
+
+        word_side, region_side = torch.zeros(batch, batch), torch.zeros(batch, batch)
+        for a in range(batch):
+            for b in range(batch):
+                r = regions[a, : counts[a][0]]
+                w = words[b, : counts[b][1]]
+                sim = r @ w.t()  # R x W
+                word_side[a, b] = torch.stack([(torch.softmax(sim[:, j] / t, 0) * sim[:, j]).sum() for j in range(sim.shape[1])]).mean()
+                region_side[a, b] = torch.stack([(torch.softmax(sim[i] / t, 0) * sim[i]).sum() for i in range(sim.shape[0])]).mean()
+
+        def ce_both(scores):
+            target = torch.arange(batch)
+            return F.cross_entropy(scores / t, target) + F.cross_entropy(scores.t() / t, target)
+
+        expected = ce_both(word_side) + ce_both(region_side)
+        torch.testing.assert_close(grounding_loss(regions, region_mask, words, word_mask, t, form="xpm"), expected)
+        averaged = ce_both((word_side + region_side) / 2) / 2
+        torch.testing.assert_close(grounding_loss(regions, region_mask, words, word_mask, t), averaged)
+        with self.assertRaisesRegex(ValueError, "must be one of"):
+            grounding_loss(regions, region_mask, words, word_mask, t, form="other")

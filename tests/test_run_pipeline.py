@@ -15,11 +15,15 @@ class TestRunPipeline(unittest.TestCase):
             out = os.path.join(tmp, "out")
             args = ["tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2", "--opts",
                     "MODEL.XPM.TEXT_EMBEDDINGS", emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0",
-                    "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2"]
+                    "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2",
+                    # the test's 32-d class embeddings: ground on class words (no text tower for the rest)
+                    "--grounding-opts", "MODEL.XPM.GROUNDING.WORDS", "vocabulary"]
             first = run_script(*args, env={"DETECTRON2_DATASETS": tmp})
-            for stage in ("teacher", "pseudo labels", "student"):
+            for stage in ("grounding", "teacher", "pseudo labels", "student"):
                 self.assertIn(f"=== {stage}:", first.stdout)
-            for path in ("teacher/model_final.pth", "teacher/inference/shapes_val/results.json",
+            with open(os.path.join(out, "teacher", "log.txt")) as f:  # the teacher starts from stage 1
+                self.assertIn(os.path.join(out, "grounding", "model_final.pth"), f.read())
+            for path in ("grounding/model_final.pth", "teacher/model_final.pth", "teacher/inference/shapes_val/results.json",
                          "pseudo_labels/pseudo_labels.json", "pseudo_labels/provenance.json",
                          "pseudo_labels/shards/shard-00001-of-00002.jsonl",
                          "student/model_final.pth", "student/inference/shapes_val/results.json", "summary.json"):

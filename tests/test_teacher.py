@@ -186,7 +186,7 @@ class TestConfigs(unittest.TestCase):
             cfg = get_cfg()
             add_xpseudo_config(cfg)
             cfg.merge_from_file(path)
-            self.assertIn(cfg.MODEL.META_ARCHITECTURE, ("XPMTeacher", "XPMStudent"), path)
+            self.assertIn(cfg.MODEL.META_ARCHITECTURE, ("XPMGroundingPretrainer", "XPMTeacher", "XPMStudent"), path)
 
 
 @requires_detectron2

@@ -26,6 +26,9 @@ def add_xpseudo_config(cfg):
     # weight of the background class in the classification cross-entropy, teacher and student
     # (the authors' release: 0.2; 1.0 is detectron2's plain cross-entropy)
     cfg.MODEL.XPM.BACKGROUND_WEIGHT = 1.0
+    # Keep the region-to-text projection as MODEL.WEIGHTS gives it: the authors' teacher starts
+    # from the grounding pretraining (XPMGroundingPretrainer) with the projection frozen.
+    cfg.MODEL.XPM.FREEZE_PROJECTION = False
     # Classes the classifier is trained on: "base" (the split's base classes; novel ones are never
     # pushed towards background) or "all" (every class of the training dataset).
     cfg.MODEL.XPM.TRAIN_CLASSES = "base"
@@ -36,8 +39,17 @@ def add_xpseudo_config(cfg):
     cfg.MODEL.XPM.GROUNDING.LOSS_WEIGHT = 1.0
     # temperature of region-word similarities and of the image-caption contrastive logits
     cfg.MODEL.XPM.GROUNDING.TEMPERATURE = 0.1
-    # regions per caption image: the top RPN proposals, plus the whole image
+    # Regions of a caption image: "proposals" (xpseudo's default) = the whole image plus the top
+    # NUM_REGIONS RPN proposals; "grid" (the authors' stage-1 pretraining) = the cells of the
+    # backbone feature map GRID_FEATURE (empty: the ROI heads' coarsest input, FPN's p5 / C5's
+    # stride 32), NUM_REGIONS of them kept at random per image (the authors: 100).
+    cfg.MODEL.XPM.GROUNDING.REGIONS = "proposals"
+    cfg.MODEL.XPM.GROUNDING.GRID_FEATURE = ""
     cfg.MODEL.XPM.GROUNDING.NUM_REGIONS = 32
+    # "averaged" (xpseudo's default): one cross-entropy per direction on the mean of the word-side
+    # and region-side scores; "xpm" (the authors' release): the two kept apart, four cross-entropies
+    # summed (see xpseudo.losses.grounding)
+    cfg.MODEL.XPM.GROUNDING.LOSS = "averaged"
     # Caption words grounded: "vocabulary" = mentions of the caption dataset's classes (synonyms
     # and plurals included), each embedded as its class; "all" = those plus every other caption word
     # outside a stop list (xpseudo.text.STOP_WORDS) used by at least MIN_WORD_COUNT images, embedded

@@ -5,13 +5,14 @@ import json
 import os
 import subprocess
 import sys
+from typing import Optional
 
 from xpseudo.slurm.options import add_slurm_arguments, on_cpu
 from xpseudo.utils.io import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-USAGE = """All of XPM in one command: teacher -> pseudo labels -> student -> evaluation of both.
+USAGE = """All of XPM in one command: [grounding ->] teacher -> pseudo labels -> student -> evaluation.
 
     python tools/run_pipeline.py --config-dir configs/shapes --output out
     python tools/run_pipeline.py --config-dir configs/coco --output out/coco --num-gpus 8 --num-shards 16
@@ -19,8 +20,9 @@ USAGE = """All of XPM in one command: teacher -> pseudo labels -> student -> eva
         --slurm --nodes 2 --gpus-per-node 8 --partition P --time 4320 --job-dir J
 
 The folder holds one xpm_teacher_*.yaml and one xpm_student_*.yaml (ablation configs, whose names
-end in a suffix such as _nogrounding, are left out). Stages write to OUTPUT/teacher,
-OUTPUT/pseudo_labels, OUTPUT/student; each is skipped when its output exists and a killed stage
+end in a suffix such as _nogrounding, are left out), and may hold one xpm_grounding_*.yaml: stage 1
+as its own pretraining (XPMGroundingPretrainer), whose weights the teacher then starts from. Stages
+write to OUTPUT/grounding, OUTPUT/teacher, OUTPUT/pseudo_labels, OUTPUT/student; each is skipped when its output exists and a killed stage
 resumes (training from its last checkpoint, pseudo-labeling from its shards), so a rerun goes on
 where the last run stopped. The shapes data is generated when missing. The final table (segm and
 bbox AP / AP50 for all, base and novel classes, teacher vs student) is printed and written to
@@ -50,6 +52,14 @@ def find_configs(config_dir: str):
             raise SystemExit(f"error: {config_dir} must hold one xpm_{role}_*.yaml config, found {[os.path.basename(p) for p in main]}")
         found[role] = main[0]
     return found["teacher"], found["student"]
+
+
+def find_grounding_config(config_dir: str) -> Optional[str]:
+    """The folder's grounding pretraining config (stage 1 on its own), if it has one."""
+    paths = sorted(glob.glob(os.path.join(config_dir, "xpm_grounding_*.yaml")))
+    if len(paths) > 1:
+        raise SystemExit(f"error: {config_dir} holds more than one xpm_grounding_*.yaml: {[os.path.basename(p) for p in paths]}")
+    return paths[0] if paths else None
 
 
 def run(step: str, args) -> None:
@@ -113,9 +123,16 @@ def plan(args) -> argparse.Namespace:
     teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
     common = on_cpu(args.opts, args.gpus_per_node)  # a CPU partition: every stage, evaluation included
     teacher_opts, student_opts = [*common, *args.teacher_opts], [*common, *args.student_opts]
+    grounding_config = find_grounding_config(args.config_dir)
+    grounding_dir = os.path.join(output, "grounding")
+    grounding_weights = os.path.join(grounding_dir, "model_final.pth")
+    if grounding_config:  # the teacher starts from the grounding pretraining
+        teacher_opts += ["MODEL.WEIGHTS", grounding_weights]
     teacher_cfg = load_config(teacher_config, teacher_opts)
     ensure_data(teacher_cfg)
     return argparse.Namespace(
+        grounding_config=grounding_config, grounding_dir=grounding_dir, grounding_weights=grounding_weights,
+        grounding_opts=[*common, *args.grounding_opts],
         teacher_config=teacher_config, student_config=student_config, output=output, teacher_dir=teacher_dir,
         labels_dir=labels_dir, student_dir=student_dir, teacher_opts=teacher_opts, student_opts=student_opts,
         teacher_cfg=teacher_cfg, teacher_weights=os.path.join(teacher_dir, "model_final.pth"),
@@ -130,6 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--num-shards", type=int, default=1, help="pseudo-label shards (run one after another here)")
     parser.add_argument("--opts", nargs="*", default=[], help="overrides for every stage, KEY VALUE pairs")
+    parser.add_argument("--grounding-opts", nargs="*", default=[], help="overrides for the grounding pretraining only")
     parser.add_argument("--teacher-opts", nargs="*", default=[], help="overrides for the teacher only")
     parser.add_argument("--student-opts", nargs="*", default=[], help="overrides for the student only")
     parser.add_argument("--status", action="store_true",
@@ -157,6 +175,8 @@ def run_pipeline(args) -> int:
     train_net = os.path.join(REPO, "tools", "train_net.py")
     gpus = ["--num-gpus", str(args.num_gpus)]
 
+    if p.grounding_config and not os.path.exists(p.grounding_weights):
+        run("grounding", [train_net, "--config-file", p.grounding_config, "--resume", *gpus, *p.grounding_opts, "OUTPUT_DIR", p.grounding_dir])
     teacher_weights = p.teacher_weights
     if not os.path.exists(teacher_weights):
         run("teacher", [train_net, "--config-file", teacher_cfg_file, "--resume", *gpus, *teacher_opts, "OUTPUT_DIR", teacher_dir])

@@ -72,7 +72,12 @@ class MixedBatches:
 def build_xpm_train_loader(cfg, mapper=None):
     """detectron2's train loader over DATASETS.TRAIN (SOLVER.IMS_PER_BATCH images a batch; merged
     with XPM.PSEUDO_LABELS_FILE for the student), joined, when grounding is on, by one over
-    XPM.CAPTION_DATASETS (XPM.CAPTION_IMS_PER_BATCH a batch)."""
+    XPM.CAPTION_DATASETS (XPM.CAPTION_IMS_PER_BATCH a batch). With DATASETS.TRAIN empty (the
+    grounding pretraining) the caption loader alone."""
+    if not cfg.DATASETS.TRAIN:
+        if not cfg.MODEL.XPM.GROUNDING.ENABLED or not cfg.XPM.CAPTION_DATASETS:
+            raise ValueError("DATASETS.TRAIN is empty and there are no caption images to train on (XPM.CAPTION_DATASETS)")
+        return caption_loader(cfg)
     if cfg.XPM.PSEUDO_LABELS_FILE:
         from .pseudo_dataset import PseudoAwareDatasetMapper, student_sampler, student_train_dataset
         from .scaling import MapWithRetry
@@ -92,8 +97,13 @@ def build_xpm_train_loader(cfg, mapper=None):
         annotated = build_detection_train_loader(cfg, mapper=mapper or DatasetMapper(cfg, True))
     if not cfg.MODEL.XPM.GROUNDING.ENABLED or not cfg.XPM.CAPTION_DATASETS:
         return annotated
+    return MixedBatches(annotated, caption_loader(cfg))
+
+
+def caption_loader(cfg):
+    """Batches of XPM.CAPTION_IMS_PER_BATCH caption images with their ``caption_words``."""
     _, records = grounding_data(cfg)
-    captioned = build_detection_train_loader(
+    return build_detection_train_loader(
         dataset=records,
         mapper=DatasetMapper(cfg, True),
         sampler=TrainingSampler(len(records), seed=cfg.SEED if cfg.SEED >= 0 else None),
@@ -101,4 +111,3 @@ def build_xpm_train_loader(cfg, mapper=None):
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
-    return MixedBatches(annotated, captioned)

@@ -2,9 +2,13 @@
 
 For image a and caption b, with L2-normalised region embeddings e_i (of a) and word embeddings w_j
 (of b), s_ij = <e_i, w_j>. Each word attends over regions (softmax_i of s_ij / T) and each region
-over words (softmax_j); the pair's score is the mean of the word-side and region-side attended
-similarities. A batch of B pairs is scored B x B and trained with cross-entropy in both
-directions: the right caption for each image and the right image for each caption.
+over words (softmax_j). A batch of B pairs is scored B x B and trained with cross-entropy in both
+directions: the right caption for each image and the right image for each caption. Two forms:
+
+- "averaged" (xpseudo's default): the pair's score is the mean of the word-side and region-side
+  attended similarities, one cross-entropy per direction, the two averaged;
+- "xpm" (the authors' release, after OVR-CNN): word-side and region-side scores kept apart, each
+  trained in both directions: four cross-entropies, summed.
 """
 import torch
 import torch.nn.functional as F
@@ -12,8 +16,11 @@ import torch.nn.functional as F
 _MASKED = -1e4  # logit of padding; finite so fully padded rows stay NaN-free
 
 
-def image_caption_scores(regions, region_mask, words, word_mask, temperature: float):
-    """B_img x B_cap matrix of scores.
+LOSS_FORMS = ("averaged", "xpm")
+
+
+def image_caption_score_parts(regions, region_mask, words, word_mask, temperature: float):
+    """(word-side, region-side) B_img x B_cap score matrices.
 
     Args:
         regions: B x R x D (normalised), region_mask: B x R bool (False = padding)
@@ -29,11 +36,26 @@ def image_caption_scores(regions, region_mask, words, word_mask, temperature: fl
     region_attention = logits.masked_fill(~word_valid, _MASKED).softmax(dim=3)
     per_region = (region_attention * sim).sum(dim=3)  # a x b x R
     region_side = (per_region * region_mask[:, None]).sum(-1) / region_mask.sum(-1).clamp(min=1)[:, None]
+    return word_side, region_side
+
+
+def image_caption_scores(regions, region_mask, words, word_mask, temperature: float):
+    """B_img x B_cap matrix of scores: the mean of the word-side and region-side scores."""
+    word_side, region_side = image_caption_score_parts(regions, region_mask, words, word_mask, temperature)
     return (word_side + region_side) / 2
 
 
-def grounding_loss(regions, region_mask, words, word_mask, temperature: float):
-    """Symmetric batch contrastive loss; pair i is (image i, caption i). Zero for a batch of one."""
-    scores = image_caption_scores(regions, region_mask, words, word_mask, temperature) / temperature
+def _both_directions(scores):
     target = torch.arange(scores.shape[0], device=scores.device)
-    return (F.cross_entropy(scores, target) + F.cross_entropy(scores.t(), target)) / 2
+    return F.cross_entropy(scores, target), F.cross_entropy(scores.t(), target)
+
+
+def grounding_loss(regions, region_mask, words, word_mask, temperature: float, form: str = "averaged"):
+    """Batch contrastive loss in the given ``form`` (see the module docstring); pair i is (image i,
+    caption i). Zero for a batch of one."""
+    if form not in LOSS_FORMS:
+        raise ValueError(f"grounding loss form must be one of {LOSS_FORMS}, got {form!r}")
+    word_side, region_side = image_caption_score_parts(regions, region_mask, words, word_mask, temperature)
+    if form == "xpm":
+        return sum(_both_directions(word_side / temperature)) + sum(_both_directions(region_side / temperature))
+    return sum(_both_directions((word_side + region_side) / 2 / temperature)) / 2

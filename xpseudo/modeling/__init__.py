@@ -1,4 +1,5 @@
 """xpseudo's detectron2 modules; importing this package registers them."""
+from .grounding_pretrainer import XPMGroundingPretrainer
 from .noise_aware_mask_head import NoiseAwareMaskHead
 from .open_vocab_predictor import OpenVocabOutputLayers
 from .roi_heads import OpenVocabROIHeads
@@ -6,4 +7,4 @@ from .student import XPMStudent
 from .student_roi_heads import StudentROIHeads
 from .teacher import XPMTeacher
 
-__all__ = ["NoiseAwareMaskHead", "OpenVocabOutputLayers", "OpenVocabROIHeads", "StudentROIHeads", "XPMStudent", "XPMTeacher"]
+__all__ = ["NoiseAwareMaskHead", "OpenVocabOutputLayers", "OpenVocabROIHeads", "StudentROIHeads", "XPMGroundingPretrainer", "XPMStudent", "XPMTeacher"]

@@ -10,7 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList
 
 from xpseudo.data.xpm_loader import grounding_data
-from xpseudo.losses.grounding import grounding_loss
+from xpseudo.losses.grounding import LOSS_FORMS, grounding_loss
 from xpseudo.text.caption_words import WORD_MODES
 from xpseudo.text.embedding_cache import ClassEmbeddingProvider
 from xpseudo.text.vocabulary import Vocabulary
@@ -51,6 +51,10 @@ class XPMTeacher(GeneralizedRCNN):
         grounding_weight: float = 1.0,
         grounding_temperature: float = 0.1,
         grounding_regions: int = 32,
+        grounding_region_source: str = "proposals",
+        grid_feature: str = "",
+        grounding_loss_form: str = "averaged",
+        freeze_projection: bool = False,
         **kwargs,
     ):
         """
@@ -63,6 +67,10 @@ class XPMTeacher(GeneralizedRCNN):
                 ``xpseudo.text.caption_word_table``); None disables grounding. Called, and the
                 words embedded, at the first grounding step, so evaluation never reads captions.
             num_class_words: the table's first entries that are classes (the rest are plain words).
+            grounding_region_source: "proposals" or "grid"; ``grid_feature`` names the feature map
+                whose cells are the grid regions (see MODEL.XPM.GROUNDING in xpseudo.config).
+            grounding_loss_form: "averaged" or "xpm" (``xpseudo.losses.grounding``).
+            freeze_projection: the region-to-text projection is not trained.
         """
         super().__init__(**kwargs)
         self.embedding_provider = embedding_provider
@@ -70,6 +78,16 @@ class XPMTeacher(GeneralizedRCNN):
         self.grounding_weight = grounding_weight
         self.grounding_temperature = grounding_temperature
         self.grounding_regions = grounding_regions
+        if grounding_region_source not in REGION_SOURCES:
+            raise ValueError(f"MODEL.XPM.GROUNDING.REGIONS must be one of {REGION_SOURCES}, got {grounding_region_source!r}")
+        if grounding_loss_form not in LOSS_FORMS:
+            raise ValueError(f"MODEL.XPM.GROUNDING.LOSS must be one of {LOSS_FORMS}, got {grounding_loss_form!r}")
+        self.grounding_region_source, self.grounding_loss_form = grounding_region_source, grounding_loss_form
+        self.grid_feature = grid_feature or self.roi_heads.box_in_features[-1]
+        if self.grid_feature not in self.backbone.output_shape():
+            raise ValueError(f"MODEL.XPM.GROUNDING.GRID_FEATURE {self.grid_feature!r} is not a backbone output {sorted(self.backbone.output_shape())}")
+        if freeze_projection:
+            self.roi_heads.box_predictor.projection.requires_grad_(False)
         self.train_vocabulary = train_vocabulary
         self.set_vocabulary(train_vocabulary, "the training classes")
         self.word_table, self.num_class_words = word_table, num_class_words
@@ -79,10 +97,12 @@ class XPMTeacher(GeneralizedRCNN):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        train = dataset_vocabulary(cfg.DATASETS.TRAIN[0])
+        # the annotated dataset's classes; the grounding pretrainer has none: its caption dataset's
+        dataset = cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else cfg.XPM.CAPTION_DATASETS[0]
+        train = dataset_vocabulary(dataset)
         classes = train.names
         if cfg.MODEL.XPM.TRAIN_CLASSES == "base":
-            base = set(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("base_classes", classes))
+            base = set(MetadataCatalog.get(dataset).get("base_classes", classes))
             classes = [c for c in classes if c in base]
         elif cfg.MODEL.XPM.TRAIN_CLASSES != "all":
             raise ValueError(f"MODEL.XPM.TRAIN_CLASSES must be 'base' or 'all', got {cfg.MODEL.XPM.TRAIN_CLASSES!r}")
@@ -108,6 +128,10 @@ class XPMTeacher(GeneralizedRCNN):
             grounding_weight=grounding.LOSS_WEIGHT,
             grounding_temperature=grounding.TEMPERATURE,
             grounding_regions=grounding.NUM_REGIONS,
+            grounding_region_source=grounding.REGIONS,
+            grid_feature=grounding.GRID_FEATURE,
+            grounding_loss_form=grounding.LOSS,
+            freeze_projection=cfg.MODEL.XPM.FREEZE_PROJECTION,
         )
         return ret
 
@@ -191,12 +215,7 @@ class XPMTeacher(GeneralizedRCNN):
         regions, words = [], []
         if indices:
             images, features = self._subset(images, features, indices)
-            with _inference_mode(self.proposal_generator):
-                proposals, _ = self.proposal_generator(images, features, None)
-            boxes = []
-            for p, (h, w) in zip(proposals, images.image_sizes):
-                whole = torch.tensor([[0.0, 0.0, w, h]], device=self.device)
-                boxes.append(Boxes(torch.cat([whole, p.proposal_boxes.tensor[: self.grounding_regions]])))
+            boxes = self._grounding_boxes(images, features)
             regions = self.roi_heads.region_embeddings(features, boxes).split([len(b) for b in boxes])
             words = [self.word_embeddings[torch.as_tensor(batched_inputs[i]["caption_words"], device=self.device)] for i in indices]
         # The contrast is over the caption images of all processes (one image per GPU would be a
@@ -206,7 +225,36 @@ class XPMTeacher(GeneralizedRCNN):
         word_batch, word_mask = gather_padded(*_pad(words, dim, self.device))
         if region_batch.shape[0] == 0:
             return features[next(iter(features))].sum() * 0
-        return scale_for_ddp(grounding_loss(region_batch, region_mask, word_batch, word_mask, self.grounding_temperature))
+        return scale_for_ddp(grounding_loss(region_batch, region_mask, word_batch, word_mask, self.grounding_temperature, self.grounding_loss_form))
+
+    def _grounding_boxes(self, images: ImageList, features: Dict[str, torch.Tensor]) -> List[Boxes]:
+        """Each caption image's regions (see MODEL.XPM.GROUNDING.REGIONS)."""
+        if self.grounding_region_source == "grid":
+            stride = self.backbone.output_shape()[self.grid_feature].stride
+            return [grid_cells(h, w, stride, self.grounding_regions, self.device) for h, w in images.image_sizes]
+        with _inference_mode(self.proposal_generator):
+            proposals, _ = self.proposal_generator(images, features, None)
+        boxes = []
+        for p, (h, w) in zip(proposals, images.image_sizes):
+            whole = torch.tensor([[0.0, 0.0, w, h]], device=self.device)
+            boxes.append(Boxes(torch.cat([whole, p.proposal_boxes.tensor[: self.grounding_regions]])))
+        return boxes
+
+
+REGION_SOURCES = ("proposals", "grid")
+
+
+def grid_cells(height: int, width: int, stride: int, keep: int, device=None) -> Boxes:
+    """The cells of a stride-``stride`` feature map over a ``height`` x ``width`` image (clipped to
+    it), ``keep`` of them at random (all when there are fewer), in row-major order."""
+    rows, cols = -(-height // stride), -(-width // stride)
+    y, x = torch.meshgrid(torch.arange(rows, device=device), torch.arange(cols, device=device), indexing="ij")
+    cells = torch.stack([x, y, x + 1, y + 1], dim=-1).reshape(-1, 4).float() * stride
+    cells[:, 2].clamp_(max=width)
+    cells[:, 3].clamp_(max=height)
+    if keep < len(cells):
+        cells = cells[torch.randperm(len(cells), device=device)[:keep].sort().values]
+    return Boxes(cells)
 
 
 def _pad(tensors: List[torch.Tensor], dim: int, device):

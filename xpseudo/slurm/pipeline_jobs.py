@@ -8,7 +8,8 @@ from .status import record_jobs
 
 
 def submit_pipeline(args, argv):
-    """Submit teacher -> shards -> merge -> student -> summary; stages whose output exists are
+    """Submit grounding (where the family has it) -> teacher -> shards -> merge -> student ->
+    summary; stages whose output exists are
     skipped. ``argv``: the pipeline's own command line without --slurm (the summary job reruns it).
     The job ids go to OUTPUT/slurm_jobs.json, which ``run_pipeline.py --status`` reads."""
     from xpseudo.pipeline import plan
@@ -26,8 +27,11 @@ def submit_pipeline(args, argv):
                                   num_machines=1, machine_rank=0, dist_url="auto", opts=list(opts))
 
     previous, jobs = [], {}
+    if p.grounding_config and not os.path.exists(p.grounding_weights):
+        previous = [submit_training(training(p.grounding_config, [*p.grounding_opts, "OUTPUT_DIR", p.grounding_dir]), name="xpm-grounding")]
+        jobs["grounding"] = previous
     if not os.path.exists(teacher_weights):
-        previous = [submit_training(training(teacher_cfg_file, [*teacher_opts, "OUTPUT_DIR", teacher_dir]), name="xpm-teacher")]
+        previous = [submit_training(training(teacher_cfg_file, [*teacher_opts, "OUTPUT_DIR", teacher_dir]), dependency=previous, name="xpm-teacher")]
         jobs["teacher"] = previous
     if not os.path.exists(pseudo_labels):
         labeling = argparse.Namespace(**slurm, config_file=teacher_cfg_file, dataset=teacher_cfg.XPM.CAPTION_DATASETS[0],
