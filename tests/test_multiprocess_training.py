@@ -14,6 +14,7 @@ from tests.helpers import REPO, make_shapes, requires_detectron2, run_script, wr
 
 TEACHER = "configs/shapes/xpm_teacher_R18_FPN.yaml"
 STUDENT = "configs/shapes/xpm_student_R18_FPN.yaml"
+GROUNDING = "configs/shapes/xpm_grounding_R18_FPN.yaml"
 
 
 def free_port() -> int:
@@ -77,6 +78,16 @@ class TestMultiProcessTraining(unittest.TestCase):
             log = f.read()
         self.assertIn("World size: 2", log)
         self.assertIn("loss_grounding", log)
+
+    def test_grounding_pretraining_keeps_the_processes_identical(self):
+        """Only parameters the grid grounding reaches are trained: DDP without an unused-parameter search."""
+        out, dump = os.path.join(self.tmp.name, "grounding"), os.path.join(self.tmp.name, "grounding_ranks")
+        self.train("--num-gpus", "2", "--config-file", GROUNDING, "--dump", dump, *self.opts, "MODEL.XPM.GROUNDING.WORDS", "vocabulary",
+                   "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", out)
+        ranks = self.load_ranks(dump)
+        self.assert_same_parameters(ranks, os.path.join(out, "model_final.pth"))
+        projection = "roi_heads.box_predictor.projection.weight"
+        self.assertFalse(self.torch.equal(ranks[0][projection], self.torch.load(os.path.join(out, "model_final.pth"))["model"]["roi_heads.box_predictor.projection.weight"] * 0))
 
     def test_student_survives_the_sigma_freeze_with_identical_processes(self):
         out, dump = os.path.join(self.tmp.name, "student"), os.path.join(self.tmp.name, "student_ranks")

@@ -233,12 +233,14 @@ class TestRealSlurm(unittest.TestCase):
 
     def pipeline(self, out, *extra):
         return self.tool("run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2", "--slurm",
-                         "--gpus-per-node", "0", "--time", "20", *extra, "--opts", *self.opts, "SOLVER.MAX_ITER", "2")
+                         "--gpus-per-node", "0", "--time", "20", *extra, "--grounding-opts", "MODEL.XPM.GROUNDING.WORDS", "vocabulary",
+                         "--opts", *self.opts, "SOLVER.MAX_ITER", "2")
 
     def test_pipeline_chain_ends_with_the_summary(self):
         out = os.path.join(self.tmp.name, "pipe")
         ids = submitted_ids(self.pipeline(out).stdout)
-        self.assertEqual(list(ids), ["training (" + os.path.join(out, "teacher") + ")", "2 pseudo-label shards", "merge",
+        self.assertEqual(list(ids), ["training (" + os.path.join(out, "grounding") + ")", "training (" + os.path.join(out, "teacher") + ")",
+                                     "2 pseudo-label shards", "merge",
                                      "training (" + os.path.join(out, "student") + ")", "evaluation and summary"])
         summary_id = ids["evaluation and summary"]
         info = self.wait_for([summary_id], timeout=900)[summary_id]
@@ -248,7 +250,7 @@ class TestRealSlurm(unittest.TestCase):
             summary = json.load(f)
         self.assertEqual(set(summary["results"]["shapes_val"]), {"teacher", "student"})
         rows = {line.split()[0]: line for line in status.splitlines()[1:] if line.strip()}
-        for stage in ("teacher", "pseudo-label", "merge", "student", "summary"):
+        for stage in ("grounding", "teacher", "pseudo-label", "merge", "student", "summary"):
             self.assertIn("COMPLETED", rows[stage], status)
         self.assertNotIn("first failed stage", status)
 
@@ -256,8 +258,10 @@ class TestRealSlurm(unittest.TestCase):
         out = os.path.join(self.tmp.name, "pipe_failing")
         ids = submitted_ids(self.pipeline(out, "--teacher-opts", "MODEL.XPM.TRAIN_CLASSES", "bogus").stdout)
         teacher = ids["training (" + os.path.join(out, "teacher") + ")"]
-        others = [i for what, i in ids.items() if i != teacher]
-        states = self.wait_for([teacher, *others])
+        grounding = ids["training (" + os.path.join(out, "grounding") + ")"]
+        others = [i for what, i in ids.items() if i not in (teacher, grounding)]
+        states = self.wait_for([grounding, teacher, *others])
+        self.assertEqual(states[grounding]["JobState"], "COMPLETED")
         self.assertEqual(states[teacher]["JobState"], "FAILED")
         for job_id in others:  # never started: ended by --kill-on-invalid-dep=yes
             self.assertEqual(states[job_id]["JobState"], "CANCELLED")

@@ -213,26 +213,27 @@ class TestSubmission(unittest.TestCase):
         for line in result.stdout.splitlines():
             if line.startswith("submitted "):
                 ids[line.split(": job ")[0][len("submitted "):]] = re.search(r": job (\d+)", line).group(1)
-        self.assertEqual(len(ids), 5, result.stdout)
+        self.assertEqual(len(ids), 6, result.stdout)
         files = self.submission_files(os.path.join(out, "slurm_jobs"))
 
         def dependency_of(job_id):
             text = files[f"{job_id}_submission.sh"] if f"{job_id}_submission.sh" in files else files[f"{job_id}_0_submission.sh"]
             return [l for l in text.splitlines() if "--dependency=" in l]
-        teacher, shards, merge, student, summary = ids.values()
-        self.assertEqual(dependency_of(teacher), [])
+        grounding, teacher, shards, merge, student, summary = ids.values()
+        self.assertEqual(dependency_of(grounding), [])
+        self.assertEqual(dependency_of(teacher), [f"#SBATCH --dependency=afterok:{grounding}"])
         self.assertEqual(dependency_of(shards), [f"#SBATCH --dependency=afterok:{teacher}"])
         self.assertEqual(dependency_of(merge), [f"#SBATCH --dependency=afterok:{shards}"])
         self.assertEqual(dependency_of(student), [f"#SBATCH --dependency=afterok:{merge}"])
         self.assertEqual(dependency_of(summary), [f"#SBATCH --dependency=afterok:{student}"])
-        for job_id in (shards, merge, student, summary):  # a failed stage ends its dependents
+        for job_id in (teacher, shards, merge, student, summary):  # a failed stage ends its dependents
             text = files.get(f"{job_id}_submission.sh") or files[f"{job_id}_0_submission.sh"]
             self.assertIn("#SBATCH --kill-on-invalid-dep=yes", text)
         with open(os.path.join(out, "slurm_jobs.json")) as f:  # what --status reads
             recorded = json.load(f)["stages"]
         self.assertEqual([(s["stage"], s["jobs"][0]["job_id"].split("_")[0]) for s in recorded],
-                         list(zip(["teacher", "pseudo-label shards", "merge", "student", "summary"], ids.values())))
-        self.assertEqual(len(recorded[1]["jobs"]), 2)  # one per array task
+                         list(zip(["grounding", "teacher", "pseudo-label shards", "merge", "student", "summary"], ids.values())))
+        self.assertEqual(len(recorded[2]["jobs"]), 2)  # one per array task
 
     def test_more_shards_than_images_refused_before_submitting(self):
         weights = os.path.join(self.tmp.name, "fake.pth")

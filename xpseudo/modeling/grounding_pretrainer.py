@@ -2,11 +2,14 @@
 
 The model is the teacher's architecture, so its checkpoint initialises the teacher parameter for
 parameter (MODEL.WEIGHTS; the authors then freeze the projection, MODEL.XPM.FREEZE_PROJECTION).
-Only what grounding uses is trained: the backbone, the box head and the region-to-text
-projection. The RPN, box regression, mask head and background embedding never enter the loss,
-so they are frozen: DistributedDataParallel requires every trained parameter in every step.
+Only what grounding uses is trained: the backbone up to the grid feature map, the box head and
+the region-to-text projection. The RPN, box regression, mask head, background embedding (and,
+with FPN, the other levels' output convolutions) never enter the loss, so they are frozen:
+DistributedDataParallel requires every trained parameter in every step.
 """
-from typing import Dict, List
+from typing import Dict, List, Set
+
+import torch
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -28,9 +31,25 @@ class XPMGroundingPretrainer(XPMTeacher):
         super().__init__(**kwargs)
         if self.word_table is None:
             raise ValueError("XPMGroundingPretrainer needs MODEL.XPM.GROUNDING.ENABLED and XPM.CAPTION_DATASETS")
+        reached = self._grid_feature_parameters() if self.grounding_region_source == "grid" else None
         for name, parameter in self.named_parameters():
-            if not name.startswith(TRAINED):
+            if not name.startswith(TRAINED) or (reached is not None and name.startswith("backbone.") and name not in reached):
                 parameter.requires_grad_(False)
+
+    def _grid_feature_parameters(self) -> Set[str]:
+        """Backbone parameters the grid feature map depends on (FPN: not the other levels' output
+        convolutions), found by one backward pass of a blank image."""
+        was_training = self.backbone.training
+        self.backbone.eval()  # no batch-norm statistics from the probe
+        try:
+            size = max(self.backbone.size_divisibility, 32) * 2
+            with torch.enable_grad():
+                probe = self.backbone(torch.zeros(1, 3, size, size, device=self.device))[self.grid_feature].sum()
+                named = [(n, p) for n, p in self.backbone.named_parameters() if p.requires_grad]
+                grads = torch.autograd.grad(probe, [p for _, p in named], allow_unused=True)
+        finally:
+            self.backbone.train(was_training)
+        return {"backbone." + n for (n, _), g in zip(named, grads) if g is not None}
 
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:

@@ -37,6 +37,10 @@ class OpenVocabROIHeads(StandardROIHeads):
         """L2-normalised text-space embeddings of ``boxes`` (one Boxes per image), concatenated."""
         return self.region_embeddings_and_deltas(features, boxes)[0]
 
+    def embed_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Region embeddings of features pooled elsewhere (the grounding's grid cells)."""
+        return self.box_predictor.embed(self.box_head(pooled))
+
     def region_embeddings_and_deltas(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> Tuple[torch.Tensor, torch.Tensor]:
         """Region embeddings and the class-agnostic box regression deltas (N x 4) of ``boxes``."""
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)

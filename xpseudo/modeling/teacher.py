@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.data import MetadataCatalog
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes, ImageList
 
 from xpseudo.data.xpm_loader import grounding_data
@@ -54,6 +55,7 @@ class XPMTeacher(GeneralizedRCNN):
         grounding_region_source: str = "proposals",
         grid_feature: str = "",
         grounding_loss_form: str = "averaged",
+        grid_pooler: Optional[ROIPooler] = None,
         freeze_projection: bool = False,
         **kwargs,
     ):
@@ -70,6 +72,8 @@ class XPMTeacher(GeneralizedRCNN):
             grounding_region_source: "proposals" or "grid"; ``grid_feature`` names the feature map
                 whose cells are the grid regions (see MODEL.XPM.GROUNDING in xpseudo.config).
             grounding_loss_form: "averaged" or "xpm" (``xpseudo.losses.grounding``).
+            grid_pooler: pools grid cells from ``grid_feature`` alone (one cell, one feature-map
+                position, as the authors' C5 cells), whatever size FPN's level rule would give them.
             freeze_projection: the region-to-text projection is not trained.
         """
         super().__init__(**kwargs)
@@ -86,6 +90,7 @@ class XPMTeacher(GeneralizedRCNN):
         self.grid_feature = grid_feature or self.roi_heads.box_in_features[-1]
         if self.grid_feature not in self.backbone.output_shape():
             raise ValueError(f"MODEL.XPM.GROUNDING.GRID_FEATURE {self.grid_feature!r} is not a backbone output {sorted(self.backbone.output_shape())}")
+        self.grid_pooler = grid_pooler
         if freeze_projection:
             self.roi_heads.box_predictor.projection.requires_grad_(False)
         self.train_vocabulary = train_vocabulary
@@ -129,8 +134,9 @@ class XPMTeacher(GeneralizedRCNN):
             grounding_temperature=grounding.TEMPERATURE,
             grounding_regions=grounding.NUM_REGIONS,
             grounding_region_source=grounding.REGIONS,
-            grid_feature=grounding.GRID_FEATURE,
+            grid_feature=grid_feature_name(cfg),
             grounding_loss_form=grounding.LOSS,
+            grid_pooler=grid_pooler(cfg, ret["backbone"]),
             freeze_projection=cfg.MODEL.XPM.FREEZE_PROJECTION,
         )
         return ret
@@ -216,7 +222,11 @@ class XPMTeacher(GeneralizedRCNN):
         if indices:
             images, features = self._subset(images, features, indices)
             boxes = self._grounding_boxes(images, features)
-            regions = self.roi_heads.region_embeddings(features, boxes).split([len(b) for b in boxes])
+            if self.grounding_region_source == "grid":
+                embeddings = self.roi_heads.embed_pooled(self.grid_pooler([features[self.grid_feature]], boxes))
+            else:
+                embeddings = self.roi_heads.region_embeddings(features, boxes)
+            regions = embeddings.split([len(b) for b in boxes])
             words = [self.word_embeddings[torch.as_tensor(batched_inputs[i]["caption_words"], device=self.device)] for i in indices]
         # The contrast is over the caption images of all processes (one image per GPU would be a
         # batch of one, whose loss is zero). A process without caption images still takes part.
@@ -242,6 +252,20 @@ class XPMTeacher(GeneralizedRCNN):
 
 
 REGION_SOURCES = ("proposals", "grid")
+
+
+def grid_feature_name(cfg) -> str:
+    return cfg.MODEL.XPM.GROUNDING.GRID_FEATURE or cfg.MODEL.ROI_HEADS.IN_FEATURES[-1]
+
+
+def grid_pooler(cfg, backbone) -> Optional[ROIPooler]:
+    """The box head's pooling, on the grid feature map alone (None without grid grounding)."""
+    name = grid_feature_name(cfg)
+    if cfg.MODEL.XPM.GROUNDING.REGIONS != "grid" or name not in backbone.output_shape():
+        return None  # (an unknown name is reported by the model with the other choices)
+    box_head = cfg.MODEL.ROI_BOX_HEAD
+    return ROIPooler(output_size=box_head.POOLER_RESOLUTION, scales=(1.0 / backbone.output_shape()[name].stride,),
+                     sampling_ratio=box_head.POOLER_SAMPLING_RATIO, pooler_type=box_head.POOLER_TYPE)
 
 
 def grid_cells(height: int, width: int, stride: int, keep: int, device=None) -> Boxes:
