@@ -84,10 +84,11 @@ class TestMultiProcessTraining(unittest.TestCase):
         out, dump = os.path.join(self.tmp.name, "grounding"), os.path.join(self.tmp.name, "grounding_ranks")
         self.train("--num-gpus", "2", "--config-file", GROUNDING, "--dump", dump, *self.opts, "MODEL.XPM.GROUNDING.WORDS", "vocabulary",
                    "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", out)
-        ranks = self.load_ranks(dump)
-        self.assert_same_parameters(ranks, os.path.join(out, "model_final.pth"))
-        projection = "roi_heads.box_predictor.projection.weight"
-        self.assertFalse(self.torch.equal(ranks[0][projection], self.torch.load(os.path.join(out, "model_final.pth"))["model"]["roi_heads.box_predictor.projection.weight"] * 0))
+        self.assert_same_parameters(self.load_ranks(dump), os.path.join(out, "model_final.pth"))
+        with open(os.path.join(out, "log.txt")) as f:
+            log = f.read()
+        self.assertIn("World size: 2", log)
+        self.assertIn("loss_grounding", log)
 
     def test_student_survives_the_sigma_freeze_with_identical_processes(self):
         out, dump = os.path.join(self.tmp.name, "student"), os.path.join(self.tmp.name, "student_ranks")
