@@ -255,10 +255,6 @@ class PseudoLabelIndex:
         return len(self.columns["image_id"])
 
     @property
-    def num_annotations(self) -> int:
-        return len(self.columns["annotation_start"])
-
-    @property
     def images_checked_under(self) -> Optional[str]:
         """The image folder every file name was found in when the index was written (None: not checked)."""
         return self.header.get("images_checked_under")
