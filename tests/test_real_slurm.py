@@ -233,7 +233,7 @@ class TestRealSlurm(unittest.TestCase):
 
     def pipeline(self, out, *extra):
         return self.tool("run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2", "--slurm",
-                         "--gpus-per-node", "0", "--time", "20", *extra, "--grounding-opts", "MODEL.XPM.GROUNDING.WORDS", "vocabulary",
+                         "--gpus-per-node", "0", "--time", "20", *extra, "--grounding", "--grounding-opts", "MODEL.XPM.GROUNDING.WORDS", "vocabulary",
                          "--opts", *self.opts, "SOLVER.MAX_ITER", "2")
 
     def test_pipeline_chain_ends_with_the_summary(self):

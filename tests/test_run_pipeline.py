@@ -13,7 +13,7 @@ class TestRunPipeline(unittest.TestCase):
             make_shapes(os.path.join(tmp, "shapes"), num_train=8, num_val=4, image_size=96)
             emb = write_shape_embeddings(os.path.join(tmp, "emb.npy"))
             out = os.path.join(tmp, "out")
-            args = ["tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2", "--opts",
+            args = ["tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2", "--grounding", "--opts",
                     "MODEL.XPM.TEXT_EMBEDDINGS", emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0",
                     "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2",
                     # the test's 32-d class embeddings: ground on class words (no text tower for the rest)

@@ -208,7 +208,7 @@ class TestSubmission(unittest.TestCase):
     def test_pipeline_jobs_wait_for_each_other(self):
         out = os.path.join(self.tmp.name, "pipe")
         result = run_script("tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2",
-                            "--slurm", "--partition", "gpu", "--opts", *self.opts, env=self.slurm_env)
+                            "--slurm", "--partition", "gpu", "--grounding", "--opts", *self.opts, env=self.slurm_env)
         ids = {}
         for line in result.stdout.splitlines():
             if line.startswith("submitted "):
