@@ -66,8 +66,10 @@ def open_pseudo_label_index(path: str, image_root: str, fallback_dir: str = "") 
         if found is None:
             logger.info(f"indexing {path} (once: later runs reuse {writable})")
             build_index_from_json(path, writable, image_root)
-        elif PseudoLabelIndex(found, path).images_checked_under != image_root:
-            PseudoLabelIndex(found, path).check_image_files(image_root)
+        else:
+            index = PseudoLabelIndex(found, path)
+            if index.images_checked_under != image_root:
+                index.check_image_files(image_root)
 
     def build_if_unseen():
         if _fresh_index(path, candidates) is None:

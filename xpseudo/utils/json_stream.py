@@ -75,7 +75,7 @@ class _Buffer:
                     value = json.loads(span.encode("latin-1").decode("utf-8"))
                 except UnicodeDecodeError as e:
                     raise InputError(self.path, f"not UTF-8 text at byte {start + e.start}") from e
-            return value, start, end - (start - self.base)
+            return value, start, len(span)  # latin-1: one character per byte
 
 
 def iter_json_object(path: str, array_keys=(), chunk: int = 1 << 20) -> Iterator[JsonItem]:
