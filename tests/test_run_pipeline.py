@@ -1,7 +1,9 @@
 import json
 import os
+import shutil
 import tempfile
 import unittest
+from unittest import mock
 
 from tests.helpers import make_shapes, requires_detectron2, run_script, write_shape_embeddings
 
@@ -13,7 +15,8 @@ class TestRunPipeline(unittest.TestCase):
             make_shapes(os.path.join(tmp, "shapes"), num_train=8, num_val=4, image_size=96)
             emb = write_shape_embeddings(os.path.join(tmp, "emb.npy"))
             out = os.path.join(tmp, "out")
-            args = ["tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2", "--grounding", "--opts",
+            # no --grounding: stage 1 runs because configs/shapes has its config
+            args = ["tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2", "--opts",
                     "MODEL.XPM.TEXT_EMBEDDINGS", emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0",
                     "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2",
                     # the test's 32-d class embeddings: ground on class words (no text tower for the rest)
@@ -41,6 +44,37 @@ class TestRunPipeline(unittest.TestCase):
             second = run_script(*args, env={"DETECTRON2_DATASETS": tmp})
             self.assertNotIn("===", second.stdout)  # every stage's output exists: nothing reruns
             self.assertIn("teacher segm", second.stdout)
+
+
+@requires_detectron2
+class TestGroundingStageChoice(unittest.TestCase):
+    """Stage 1 runs where the config folder has an xpm_grounding_*.yaml, unless --no-grounding."""
+
+    def plan(self, config_dir, *flags):
+        from xpseudo.pipeline import parse_args, plan
+
+        with mock.patch("xpseudo.pipeline.ensure_data"):  # no dataset needed to plan
+            return plan(parse_args(["--config-dir", config_dir, "--output", "/tmp/out", *flags]))
+
+    def test_default_follows_the_folder(self):
+        grounding_weights = os.path.join("/tmp/out", "grounding", "model_final.pth")
+        default = self.plan("configs/shapes")
+        self.assertEqual(os.path.basename(default.grounding_config), "xpm_grounding_R18_FPN.yaml")
+        self.assertEqual(default.teacher_opts[-2:], ["MODEL.WEIGHTS", grounding_weights])
+        self.assertEqual(default.teacher_cfg.MODEL.WEIGHTS, grounding_weights)
+        skipped = self.plan("configs/shapes", "--no-grounding")
+        self.assertIsNone(skipped.grounding_config)
+        self.assertNotIn("MODEL.WEIGHTS", skipped.teacher_opts)
+        self.assertEqual(skipped.teacher_cfg.MODEL.WEIGHTS, "")  # the shapes teacher's own (random init)
+        with tempfile.TemporaryDirectory() as tmp:  # a family without stage 1
+            folder = os.path.join(tmp, "family")
+            os.makedirs(folder)
+            shutil.copy(os.path.join("configs", "Base-XPM-RCNN-FPN.yaml"), tmp)  # the configs' _BASE_ is ../
+            for name in ("xpm_teacher_R18_FPN.yaml", "xpm_student_R18_FPN.yaml"):
+                shutil.copy(os.path.join("configs", "shapes", name), folder)
+            self.assertIsNone(self.plan(folder).grounding_config)
+            with self.assertRaisesRegex(SystemExit, "--grounding: .* has no xpm_grounding_"):
+                self.plan(folder, "--grounding")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ USAGE = """All of XPM in one command: [grounding ->] teacher -> pseudo labels ->
 
 The folder holds one xpm_teacher_*.yaml and one xpm_student_*.yaml (ablation configs, whose names
 end in a suffix such as _nogrounding, are left out), and may hold one xpm_grounding_*.yaml: stage 1
-as its own pretraining (XPMGroundingPretrainer), run first with --grounding; the teacher then starts
-from its weights. Stages
-write to OUTPUT/grounding, OUTPUT/teacher, OUTPUT/pseudo_labels, OUTPUT/student; each is skipped when its output exists and a killed stage
+as its own pretraining (XPMGroundingPretrainer), run first unless --no-grounding; the teacher then
+starts from its weights. Stages write to OUTPUT/grounding, OUTPUT/teacher, OUTPUT/pseudo_labels, OUTPUT/student; each is skipped when its output exists and a killed stage
 resumes (training from its last checkpoint, pseudo-labeling from its shards), so a rerun goes on
 where the last run stopped. The shapes data is generated when missing. The final table (segm and
 bbox AP / AP50 for all, base and novel classes, teacher vs student) is printed and written to
@@ -124,7 +123,8 @@ def plan(args) -> argparse.Namespace:
     teacher_dir, labels_dir, student_dir = (os.path.join(output, d) for d in ("teacher", "pseudo_labels", "student"))
     common = on_cpu(args.opts, args.gpus_per_node)  # a CPU partition: every stage, evaluation included
     teacher_opts, student_opts = [*common, *args.teacher_opts], [*common, *args.student_opts]
-    grounding_config = find_grounding_config(args.config_dir) if args.grounding else None
+    # stage 1 runs where the family has its config; --grounding insists on it, --no-grounding skips it
+    grounding_config = find_grounding_config(args.config_dir) if args.grounding is not False else None
     if args.grounding and not grounding_config:
         raise SystemExit(f"error: --grounding: {args.config_dir} has no xpm_grounding_*.yaml")
     grounding_dir = os.path.join(output, "grounding")
@@ -150,9 +150,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-gpus", type=int, default=1)
     parser.add_argument("--num-shards", type=int, default=1, help="pseudo-label shards (run one after another here)")
     parser.add_argument("--opts", nargs="*", default=[], help="overrides for every stage, KEY VALUE pairs")
-    parser.add_argument("--grounding", action="store_true",
-                        help="first run stage 1 as its own pretraining (the folder's xpm_grounding_*.yaml) and start the teacher from it "
-                             "(off by default: on shapes it does not yet beat the teacher's own grounding; README)")
+    parser.add_argument("--grounding", action=argparse.BooleanOptionalAction, default=None,
+                        help="stage 1 as its own pretraining (the folder's xpm_grounding_*.yaml), the teacher starting from it: "
+                             "run by default where the folder has that config; --grounding requires it, --no-grounding skips it "
+                             "(the teacher then starts from MODEL.WEIGHTS and grounds captions in its own training only)")
     parser.add_argument("--grounding-opts", nargs="*", default=[], help="overrides for the grounding pretraining only")
     parser.add_argument("--teacher-opts", nargs="*", default=[], help="overrides for the teacher only")
     parser.add_argument("--student-opts", nargs="*", default=[], help="overrides for the student only")
