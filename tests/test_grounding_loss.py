@@ -1,3 +1,4 @@
+import math
 import unittest
 
 import torch
@@ -85,3 +86,52 @@ class TestAuthorsFourTermLoss(unittest.TestCase):
         torch.testing.assert_close(grounding_loss(regions, region_mask, words, word_mask, t), averaged)
         with self.assertRaisesRegex(ValueError, "must be one of"):
             grounding_loss(regions, region_mask, words, word_mask, t, form="other")
+
+
+class TestNounToRegionLoss(unittest.TestCase):
+    def direct(self, regions, region_mask, words, word_mask, t):
+        """Word by word: -log(e^{best own region} / (e^{best own region} + sum over other images' regions))."""
+        losses = []
+        for b in range(regions.shape[0]):
+            for w in range(words.shape[1]):
+                if not word_mask[b, w]:
+                    continue
+                word = words[b, w]
+                positive = max(float(regions[b, r] @ word) for r in range(regions.shape[1]) if region_mask[b, r]) / t
+                negatives = [float(regions[a, r] @ word) / t for a in range(regions.shape[0]) if a != b
+                             for r in range(regions.shape[1]) if region_mask[a, r]]
+                losses.append(-positive + math.log(math.exp(positive) + sum(math.exp(n) for n in negatives)))
+        return sum(losses) / len(losses)
+
+    def test_equals_a_direct_computation_with_padding(self):
+        regions, region_mask, words, word_mask = constructed_batch(seed=3, batch=3, regions=5, words=3)
+        region_mask[1, 3:] = False
+        word_mask[2, 2] = False
+        loss = grounding_loss(regions, region_mask, words, word_mask, 0.2, form="noun_to_region")
+        self.assertAlmostEqual(loss.item(), self.direct(regions, region_mask, words, word_mask, 0.2), places=5)
+
+    def test_one_way_an_unmatched_own_region_contributes_nothing(self):
+        regions, region_mask, words, word_mask = constructed_batch(seed=1, batch=3, regions=5, words=2)
+        # region 4 of image 0 is clutter: no word of caption 0 has it as its best region
+        best = torch.einsum("rd,wd->rw", regions[0], words[0]).argmax(0)
+        self.assertTrue((best != 4).all())
+        caption_0 = word_mask.clone()
+        caption_0[1:] = False  # only caption 0's words: image 0's regions are own regions, never negatives
+        for form, clutter_moves_it in (("noun_to_region", False), ("averaged", True)):
+            leaf = regions.clone().requires_grad_()
+            grounding_loss(leaf, region_mask, words, caption_0, 0.1, form=form).backward()
+            self.assertEqual(leaf.grad[0, 4].abs().sum().item() > 0, clutter_moves_it, form)
+            self.assertGreater(leaf.grad[0, best].abs().sum().item(), 0, form)
+        # with every caption, the same region is a negative for captions 1 and 2
+        leaf = regions.clone().requires_grad_()
+        grounding_loss(leaf, region_mask, words, word_mask, 0.1, form="noun_to_region").backward()
+        self.assertGreater(leaf.grad[0, 4].abs().sum().item(), 0)
+
+    def test_batch_of_one_is_zero_and_matched_beats_shuffled(self):
+        regions, region_mask, words, word_mask = constructed_batch(batch=4)
+        self.assertEqual(grounding_loss(regions[:1], region_mask[:1], words[:1], word_mask[:1], 0.1, form="noun_to_region").item(), 0.0)
+        matched = grounding_loss(regions, region_mask, words, word_mask, 0.1, form="noun_to_region")
+        order = torch.tensor([1, 2, 3, 0])
+        shuffled = grounding_loss(regions, region_mask, words[order], word_mask[order], 0.1, form="noun_to_region")
+        self.assertLess(matched.item(), 0.2)
+        self.assertGreater(shuffled.item(), 3.0)

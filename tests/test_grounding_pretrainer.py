@@ -96,6 +96,25 @@ class TestGroundingPretrainer(RegisteredShapes, unittest.TestCase):
             self.assertTrue(torch.equal(value, projection[key]), key)
         self.assertFalse(all(torch.equal(v, head[k]) for k, v in model.roi_heads.box_head.state_dict().items()))  # the rest trains
 
+    def test_every_loss_form_in_the_stage_and_the_teacher(self):
+        """Each MODEL.XPM.GROUNDING.LOSS trains the grounding path, on grid cells (stage 1) and on
+        proposals (the teacher); each form's math is tested in test_grounding_loss."""
+        from xpseudo.losses.grounding import LOSS_FORMS
+
+        for name in ("xpm_grounding_R18_FPN.yaml", "xpm_teacher_R18_FPN.yaml"):
+            for form in LOSS_FORMS:
+                torch.manual_seed(0)
+                model = build_model(config(name, self.embeddings, "MODEL.XPM.GROUNDING.LOSS", form))
+                model.train()
+                batch = [caption_image([5, 1], 0), caption_image([6], 1), caption_image([0, 2, 3], 2)]
+                if name.startswith("xpm_teacher"):
+                    batch.insert(0, annotated_image([0, 3]))
+                with EventStorage():
+                    loss = model(batch)["loss_grounding"]
+                self.assertTrue(torch.isfinite(loss) and loss.item() > 0, (name, form))
+                loss.backward()
+                self.assertGreater(model.roi_heads.box_predictor.projection.weight.grad.abs().sum().item(), 0, (name, form))
+
     def test_bad_choices_are_refused(self):
         with self.assertRaisesRegex(ValueError, "MODEL.XPM.GROUNDING.REGIONS must be one of"):
             build_model(config("xpm_teacher_R18_FPN.yaml", self.embeddings, "MODEL.XPM.GROUNDING.REGIONS", "cells"))

@@ -48,7 +48,8 @@ def add_xpseudo_config(cfg):
     cfg.MODEL.XPM.GROUNDING.NUM_REGIONS = 32
     # "averaged" (xpseudo's default): one cross-entropy per direction on the mean of the word-side
     # and region-side scores; "xpm" (the authors' release): the two kept apart, four cross-entropies
-    # summed (see xpseudo.losses.grounding)
+    # summed; "noun_to_region": one way, each word's best own region against the other images'
+    # regions, so regions no word names are left alone (see xpseudo.losses.grounding)
     cfg.MODEL.XPM.GROUNDING.LOSS = "averaged"
     # Caption words grounded: "vocabulary" = mentions of the caption dataset's classes (synonyms
     # and plurals included), each embedded as its class; "all" = those plus every other caption word
