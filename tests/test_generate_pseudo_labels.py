@@ -181,6 +181,70 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertEqual(self.load(killed)["annotations"], self.load(reference)["annotations"])
         self.assertEqual(self.load(killed)["images"], self.load(reference)["images"])
 
+    def test_box_weak_labels_are_the_teachers_masks_in_the_given_boxes(self):
+        from detectron2.modeling.postprocessing import detector_postprocess
+        from detectron2.structures import Boxes, Instances
+
+        labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_boxes")
+        record = next(r for r in DatasetCatalog.get("shapes_train_boxes") if len(r["annotations"]) >= 2)
+        classes, names, boxes = labeler.box_labels(record)
+        self.assertEqual(names, [SHAPES[c] for c in classes])
+        self.assertTrue(set(names) <= {"star", "cross", "crescent"})  # the file names novel objects only
+        x, y, w, h = record["annotations"][0]["bbox"]
+        self.assertEqual(boxes[0], [x, y, x + w, y + h])
+        image = torch.as_tensor(np.ascontiguousarray(np.random.default_rng(2).integers(0, 255, (96, 96, 3)).transpose(2, 0, 1))).float()
+        inputs = [{"image": image, "height": 96, "width": 96, "word_classes": classes, "weak_boxes": torch.tensor(boxes)},
+                  {"image": image, "height": 96, "width": 96, "word_classes": classes[:1]}]  # a caption image in the same batch
+        out = labeler(inputs)
+        model = labeler.model
+        model.eval()
+        with torch.no_grad():
+            features = model.backbone(model.preprocess_image(inputs[:1]).tensor)
+            given = Instances((96, 96), pred_boxes=Boxes(torch.tensor(boxes)), pred_classes=torch.tensor(classes))
+            expected = detector_postprocess(model.roi_heads.forward_with_given_boxes(features, [given])[0], 96, 96)
+        self.assertTrue(torch.equal(out[0].pred_boxes.tensor, torch.tensor(boxes, dtype=torch.float32)))
+        self.assertTrue(torch.equal(out[0].pred_masks, expected.pred_masks))
+        self.assertEqual(out[0].scores.tolist(), [1.0] * len(classes))
+        self.assertEqual(out[0].pred_classes.tolist(), classes)
+        self.assertEqual(len(out[1]), 1)  # the caption image still picks a proposal
+        # the whole tool: one mask per novel box of every readable image, provenance naming the source
+        directory = os.path.join(self.tmp.name, "boxes")
+        self.run_tool("--dataset", "shapes_train_boxes", "--output", directory)
+        labels = self.load(directory)
+        with open(os.path.join(directory, "provenance.json")) as f:
+            provenance = json.load(f)
+        self.assertEqual(provenance["source"], "boxes")
+        with open(os.path.join(self.tmp.name, "shapes/annotations/boxes_train.json")) as f:
+            readable = [a for a in json.load(f)["annotations"] if a["image_id"] != 3]  # image 3 is unreadable
+        self.assertEqual(provenance["counts"]["annotations"] + provenance["counts"]["empty_masks"], len(readable))
+        self.assertEqual({a["word"] for a in labels["annotations"]} - {"star", "cross", "crescent"}, set())
+        self.assertEqual({a["score"] for a in labels["annotations"]}, {1.0})
+
+    def test_malformed_box_weak_labels_are_errors_naming_file_and_entry(self):
+        from xpseudo.data.ovis_datasets import register_ovis_dataset
+        from xpseudo.pseudo.generate import labeling_records
+        from xpseudo.utils.io import InputError
+
+        root = os.path.join(self.tmp.name, "shapes")
+        with open(os.path.join(root, "annotations/boxes_train.json")) as f:
+            good = json.load(f)
+        cases = {
+            "box outside": (lambda d: d["annotations"][1].update(bbox=[90.0, 10.0, 20.0, 5.0]), r"annotations\[1\] \(id \d+\): bbox \[90.0, 10.0, 20.0, 5.0\] leaves the 96x96 image"),
+            "unknown class": (lambda d: d["annotations"][0].update(category_id=99), r"annotations\[0\] \(id \d+\): category_id 99 is not a class"),
+            "image twice": (lambda d: d["images"].append(dict(d["images"][4])), r"images\[14\]: image id 5 is listed twice"),
+        }
+        for name, (spoil, message) in cases.items():
+            data = json.loads(json.dumps(good))
+            spoil(data)
+            path = os.path.join(self.tmp.name, f"bad_{name.replace(' ', '_')}.json")
+            with open(path, "w") as f:
+                json.dump(data, f)
+            register_ovis_dataset("test_bad_boxes", image_root=os.path.join(root, "images/train"), instances_json=path,
+                                  split_file=os.path.join(root, "split.json"), weak_labels="boxes", replace=True)
+            with self.assertRaisesRegex(InputError, "^" + path.replace(".", "\\.") + ": " + message, msg=name):
+                labeling_records("test_bad_boxes")
+        DatasetCatalog.remove("test_bad_boxes")
+
     def test_bad_arguments_fail_before_any_work(self):
         out = os.path.join(self.tmp.name, "bad")
         result = self.run_tool("--output", out, "--num-shards", "20", check=False)

@@ -53,7 +53,7 @@ class TestGroundingPretrainer(RegisteredShapes, unittest.TestCase):
     def test_grid_grounding_trains_only_what_grounding_uses(self):
         torch.manual_seed(0)
         model = build_model(config("xpm_grounding_R18_FPN.yaml", self.embeddings))
-        self.assertEqual((model.grounding_region_source, model.grounding_loss_form, model.grid_feature), ("grid", "xpm", "p5"))
+        self.assertEqual((model.grounding_region_source, model.grounding_loss_form, model.grid_feature), ("grid", "averaged", "p5"))
         model.train()
         batch = [caption_image([5, 1], 0), caption_image([6], 1), caption_image([0, 2, 3], 2)]
         with EventStorage():

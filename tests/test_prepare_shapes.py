@@ -44,7 +44,7 @@ class TestPrepareShapes(unittest.TestCase):
         run_script("datasets/prepare_shapes.py", "--output", other, "--seed", "4", "--num-train", "60", "--num-val", "20", "--image-size", "96")
         files = tree_files(self.root)
         self.assertEqual(files, tree_files(again))
-        self.assertEqual(len(files), 60 + 20 + 6)
+        self.assertEqual(len(files), 60 + 20 + 7)
         match, mismatch, errors = filecmp.cmpfiles(self.root, again, files, shallow=False)
         self.assertEqual((mismatch, errors), ([], []))
         _, mismatch, _ = filecmp.cmpfiles(self.root, other, files, shallow=False)
@@ -65,6 +65,15 @@ class TestPrepareShapes(unittest.TestCase):
         self.assertEqual(self.base["annotations"], expected)
         self.assertEqual({im["id"] for im in self.base["images"]}, {a["image_id"] for a in expected})
         self.assertLess(len(self.base["images"]), len(self.all["images"]))
+
+    def test_box_weak_labels_are_the_novel_instances_without_masks(self):
+        with open(os.path.join(self.root, "annotations", "boxes_train.json")) as f:
+            boxes = json.load(f)
+        novel_ids = {c.id for c in self.vocabulary if c.name in self.split["novel"]}
+        expected = [{k: v for k, v in a.items() if k != "segmentation"} for a in self.all["annotations"] if a["category_id"] in novel_ids]
+        self.assertEqual(boxes["annotations"], expected)
+        self.assertEqual(boxes["images"], self.all["images"])
+        self.assertEqual(boxes["categories"], self.all["categories"])
 
     def test_masks_are_visible_parts_and_match_box_and_area(self):
         by_image = {}

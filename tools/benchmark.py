@@ -51,7 +51,7 @@ def build(args):
     import xpseudo.data.builtin  # noqa: F401
     import xpseudo.modeling  # noqa: F401
     from xpseudo.config import load_config
-    from xpseudo.pseudo.generate import captioned_records
+    from xpseudo.pseudo.generate import labeling_records
     from xpseudo.pseudo.labeler import PseudoLabeler
 
     cfg = load_config(args.config_file, args.opts)
@@ -60,7 +60,7 @@ def build(args):
     if cfg.MODEL.WEIGHTS:
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     dataset = args.dataset or cfg.XPM.CAPTION_DATASETS[0]
-    return cfg, PseudoLabeler.from_config(cfg, model, dataset), dataset, captioned_records(dataset)
+    return cfg, PseudoLabeler.from_config(cfg, model, dataset), dataset, labeling_records(dataset)
 
 
 def main(argv=None) -> int:

@@ -16,11 +16,14 @@ from xpseudo.utils.io import InputError
 
 from .captions import load_coco_captions
 from .split import SPLITS, OvisSplit
+from .weak_labels import check_weak_label_file
 
 logger = logging.getLogger(__name__)
 
 # annotation fields beyond detectron2's defaults that pseudo-label files carry
 EXTRA_ANNOTATION_KEYS = ["score", "word"]
+# weak labels a dataset can hold instead of captions (see register_ovis_dataset)
+WEAK_LABEL_KINDS = ("boxes",)
 
 
 def register_ovis_dataset(
@@ -33,6 +36,7 @@ def register_ovis_dataset(
     vocabulary_file: Optional[str] = None,
     restrict_to: Optional[str] = None,
     caption_vocabulary_file: Optional[str] = None,
+    weak_labels: Optional[str] = None,
     replace: bool = False,
 ):
     """Register ``name`` in DatasetCatalog/MetadataCatalog and return its metadata.
@@ -50,11 +54,18 @@ def register_ovis_dataset(
         caption_vocabulary_file: a vocabulary that includes classes outside this dataset; captions
             are matched against all of it and mentions of the other classes dropped (COCO's 80
             classes keep "hot dog" from counting as the split's "dog").
+        weak_labels: what the labeler (tools/generate_pseudo_labels.py) reads from this dataset
+            instead of captions: "boxes" = ``instances_json`` holds boxes without masks, each
+            turned into a mask by the teacher. None: captions (or a mask dataset).
         replace: re-register a name that is registered with other arguments (otherwise an error).
             Registering again with the same arguments is always harmless.
     """
     if instances_json is None and captions_json is None:
         raise ValueError(f"dataset {name!r}: give instances_json, captions_json or both")
+    if weak_labels not in (None,) + WEAK_LABEL_KINDS:
+        raise ValueError(f"dataset {name!r}: weak_labels must be None or one of {WEAK_LABEL_KINDS}, got {weak_labels!r}")
+    if weak_labels is not None and instances_json is None:
+        raise ValueError(f"dataset {name!r}: weak_labels {weak_labels!r} are read from instances_json")
     if restrict_to not in (None,) + SPLITS:
         raise ValueError(f"dataset {name!r}: restrict_to must be None, 'base' or 'novel', got {restrict_to!r}")
     split = OvisSplit.from_file(split_file)
@@ -77,11 +88,15 @@ def register_ovis_dataset(
         vocabulary_file=vocabulary_file or instances_json,
         restricted_to=restrict_to,
         caption_vocabulary_file=caption_vocabulary_file,
+        weak_labels=weak_labels,
     )
+    if weak_labels is not None:
+        metadata["evaluator_type"] = "weak_labels"  # no masks to evaluate against
     id_map = metadata["thing_dataset_id_to_contiguous_id"]
     return register_with_metadata(
         name, metadata, replace,
-        lambda: load_ovis_dicts(instances_json, captions_json, image_root, id_map, drop_other_classes=restrict_to is not None),
+        lambda: load_ovis_dicts(instances_json, captions_json, image_root, id_map, drop_other_classes=restrict_to is not None,
+                                weak_labels=weak_labels),
     )
 
 
@@ -125,10 +140,14 @@ def load_ovis_dicts(
     image_root: str,
     id_map: Dict[int, int],
     drop_other_classes: bool = False,
+    weak_labels: Optional[str] = None,
 ) -> List[dict]:
     """detectron2 dataset dicts with contiguous ``category_id`` and, where captions are given, a
     ``captions`` list per image. Annotations of classes outside ``id_map`` are an error unless
-    ``drop_other_classes`` (the constrained setting)."""
+    ``drop_other_classes`` (the constrained setting). A weak-label file (``weak_labels`` names its
+    kind) is checked entry by entry first (``xpseudo.data.weak_labels``)."""
+    if weak_labels is not None:
+        check_weak_label_file(instances_json, weak_labels, id_map)
     captions = {}
     if captions_json is not None:
         caption_images, captions = load_coco_captions(captions_json)

@@ -219,7 +219,12 @@ def generate_shapes_dataset(output: str, vocabulary: Vocabulary, split, seed: in
             {"images": [im for im in images if im["id"] in base_images], "annotations": base_annotations, "categories": categories},
         )
         atomic_write_json(os.path.join(annotation_dir, "captions_train.json"), {"images": images, "annotations": captions})
-        counts.update(train_images=len(images), train_instances=len(annotations), train_base_images=len(base_images), train_base_instances=len(base_annotations), train_captions=len(captions))
+        # the weak-label form of the same images: boxes without masks, novel classes only (as
+        # the captions are used: base masks are ground truth, novel objects are only named)
+        boxes = [{k: a[k] for k in ("id", "image_id", "category_id", "bbox", "area", "iscrowd")} for a in annotations if a["category_id"] not in base_ids]
+        atomic_write_json(os.path.join(annotation_dir, "boxes_train.json"), {"images": images, "annotations": boxes, "categories": categories})
+        counts.update(train_images=len(images), train_instances=len(annotations), train_base_images=len(base_images), train_base_instances=len(base_annotations),
+                      train_captions=len(captions), train_novel_boxes=len(boxes))
     atomic_write_json(os.path.join(output, "split.json"), split.to_json(), indent=2)
     atomic_write_json(os.path.join(output, "vocabulary.json"), vocabulary.to_json(), indent=2)
     return counts

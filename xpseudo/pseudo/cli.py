@@ -97,14 +97,14 @@ def generate(args) -> None:
 
 def check_inputs(cfg, args, require_weights: bool):
     """The dataset and its records; bad weights, dataset or shard arguments fail before any work."""
-    from xpseudo.pseudo.generate import captioned_records
+    from xpseudo.pseudo.generate import labeling_records
 
     if require_weights and (not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS)):
         raise InputError(cfg.MODEL.WEIGHTS or "MODEL.WEIGHTS", "pseudo-labeling needs the trained teacher's weights file (MODEL.WEIGHTS)")
     dataset = args.dataset or (cfg.XPM.CAPTION_DATASETS[0] if cfg.XPM.CAPTION_DATASETS else None)
     if not dataset:
         raise ValueError("no --dataset and the config has no XPM.CAPTION_DATASETS")
-    records = captioned_records(dataset)
+    records = labeling_records(dataset)
     num_shards = args.num_shards or 1
     for index in range(num_shards) if args.shard_index is None else [args.shard_index]:
         shard_bounds(len(records), num_shards, index)
@@ -116,7 +116,7 @@ def merge(output: str, num_shards=None, image_root=None) -> None:
     counts = provenance["counts"]
     print(
         f"wrote {os.path.join(output, 'pseudo_labels.json')}: {counts['annotations']} pseudo masks on {counts['labeled']} images "
-        f"({counts['no_match']} without a wanted class in their captions, {counts['unlabeled']} with no pick, "
+        f"({counts['no_match']} whose captions or weak labels name no wanted class, {counts['unlabeled']} with no pick, "
         f"{counts['unreadable']} unreadable) from {len(provenance['shards'])} shard(s)"
     )
 

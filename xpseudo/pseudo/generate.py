@@ -1,4 +1,4 @@
-"""Write one shard of pseudo labels for a registered captioned dataset (stage 3 of XPM, offline)."""
+"""Write one shard of pseudo labels for a registered captioned or weakly labeled dataset (stage 3 of XPM, offline)."""
 import hashlib
 import json
 import logging
@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Iterator, List, Optional
 
+import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
@@ -29,13 +30,22 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def captioned_records(dataset_name: str) -> List[dict]:
-    """The dataset's records, in catalog order; every one must carry ``captions``."""
+def weak_label_kind(dataset_name: str) -> str:
+    """What the labeler reads from the dataset: "captions", or the weak labels its registration names."""
+    return MetadataCatalog.get(dataset_name).get("weak_labels", None) or "captions"
+
+
+def labeling_records(dataset_name: str) -> List[dict]:
+    """The dataset's records, in catalog order. A captioned dataset's must each carry ``captions``;
+    a weak-label dataset's are checked when loaded (``xpseudo.data.weak_labels``)."""
     records = DatasetCatalog.get(dataset_name)
+    if weak_label_kind(dataset_name) != "captions":
+        return records
     for record in records:
         if "captions" not in record:
             source = MetadataCatalog.get(dataset_name).get("json_file") or dataset_name
-            raise InputError(source, f"image {record.get('image_id')} of {dataset_name!r} has no captions: pseudo-labeling needs a captioned dataset")
+            raise InputError(source, f"image {record.get('image_id')} of {dataset_name!r} has no captions: pseudo-labeling needs "
+                                     "a captioned dataset or one registered with weak_labels")
     return records
 
 
@@ -51,6 +61,7 @@ def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dic
         "teacher_sha256": file_sha256(weights) if weights and os.path.isfile(weights) else None,
         "config": config.dump(),
         "dataset": dataset_name,
+        "source": weak_label_kind(dataset_name),
         "num_images": len(records),
         "image_ids_sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest(),
         "categories": [{"id": i, "name": c.name} for i, c in zip(labeler.dataset_ids, labeler.vocabulary)],
@@ -71,10 +82,11 @@ def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dic
 
 
 class ShardImages(torch.utils.data.Dataset):
-    """Decoded, resized images of a slice; images whose captions name no wanted class are not read."""
+    """Decoded, resized images of a slice with what names their classes: caption words, or the
+    wanted classes' boxes (``kind`` "boxes"). Images naming no wanted class are not read."""
 
-    def __init__(self, records, labeler: PseudoLabeler, cfg):
-        self.records, self.labeler = records, labeler
+    def __init__(self, records, labeler: PseudoLabeler, cfg, kind: str = "captions"):
+        self.records, self.labeler, self.kind = records, labeler, kind
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.format = cfg.INPUT.FORMAT
 
@@ -83,7 +95,11 @@ class ShardImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         record = self.records[index]
-        classes, phrases = self.labeler.caption_words(record["captions"])
+        boxes = None
+        if self.kind == "boxes":
+            classes, phrases, boxes = self.labeler.box_labels(record)
+        else:
+            classes, phrases = self.labeler.caption_words(record["captions"])
         item = {"record": record, "word_classes": classes, "words": phrases}
         if not classes:
             return item
@@ -93,8 +109,11 @@ class ShardImages(torch.utils.data.Dataset):
             item["error"] = f"{type(e).__name__}: {e}"
             return item
         height, width = image.shape[:2]
-        resized = self.resize.get_transform(image).apply_image(image)
+        transform = self.resize.get_transform(image)
+        resized = transform.apply_image(image)
         item.update(image=torch.as_tensor(resized.transpose(2, 0, 1).copy()), height=height, width=width)
+        if boxes is not None:  # into the resized image's pixels, as the model sees it
+            item["weak_boxes"] = torch.as_tensor(transform.apply_box(np.asarray(boxes, dtype=np.float64)), dtype=torch.float32)
         return item
 
 
@@ -114,7 +133,7 @@ def generate_shard(cfg, labeler: PseudoLabeler, dataset_name: str, output_dir: s
                    records: Optional[List[dict]] = None) -> dict:
     """Write shard ``shard_index`` of ``num_shards`` to OUTPUT/shards/ (skipped when it is already
     finished; continued when a previous run was interrupted). Returns the shard's counts."""
-    records = records if records is not None else captioned_records(dataset_name)
+    records = records if records is not None else labeling_records(dataset_name)
     start, end = shard_bounds(len(records), num_shards, shard_index)
     path = shard_path(output_dir, shard_index, num_shards)
     header = {"provenance": provenance(cfg, labeler, dataset_name, records, num_shards),
@@ -134,7 +153,7 @@ def generate_shard(cfg, labeler: PseudoLabeler, dataset_name: str, output_dir: s
         interval = 0.1 if sys.stderr.isatty() else 30
         with tqdm(total=end - start, initial=end - start - len(todo), desc=f"shard {shard_index}/{num_shards}", unit="img",
                   mininterval=interval) as bar:
-            for batch in iterate_batches(ShardImages(todo, labeler, cfg), batch_size, cfg.DATALOADER.NUM_WORKERS):
+            for batch in iterate_batches(ShardImages(todo, labeler, cfg, weak_label_kind(dataset_name)), batch_size, cfg.DATALOADER.NUM_WORKERS):
                 ready = [x for x in batch if "image" in x]
                 outputs = iter(labeler(ready) if ready else [])
                 for item in batch:

@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from detectron2.data import MetadataCatalog
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, Instances
+from detectron2.structures import Boxes, BoxMode, ImageList, Instances
 
 from xpseudo.text.caption_matcher import CaptionMatcher
 from xpseudo.text.vocabulary import Vocabulary
@@ -45,6 +45,12 @@ class PseudoLabeler:
         model.set_vocabulary(vocabulary, "the pseudo-label vocabulary")
         self.word_embeddings = model.roi_heads.box_predictor.class_embeddings
 
+    def _given_boxes(self, x: dict, image_size) -> Instances:
+        device = self.word_embeddings.device
+        boxes = torch.as_tensor(x["weak_boxes"], dtype=torch.float32, device=device).reshape(-1, 4)
+        classes = torch.as_tensor(x["word_classes"], dtype=torch.long, device=device)
+        return _given_boxes_instances(boxes, classes, image_size)
+
     @classmethod
     def from_config(cls, cfg, model, dataset_name: str) -> "PseudoLabeler":
         from xpseudo.modeling.vocabulary import dataset_caption_matcher, dataset_vocabulary
@@ -79,26 +85,51 @@ class PseudoLabeler:
                     classes[match.class_index] = match.phrase
         return list(classes), list(classes.values())
 
+    def box_labels(self, record: dict) -> Tuple[List[int], List[str], List[List[float]]]:
+        """The wanted classes of a weak-label record's boxes (``annotations`` with contiguous
+        ``category_id``), their class names, and the boxes as XYXY in the record's pixels."""
+        classes, names, boxes = [], [], []
+        for ann in record.get("annotations", []):
+            if ann["category_id"] in self.wanted:
+                classes.append(ann["category_id"])
+                names.append(self.vocabulary[ann["category_id"]].name)
+                boxes.append(BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS))
+        return classes, names, boxes
+
     @torch.no_grad()
     def __call__(self, batched_inputs: List[dict]) -> List[Instances]:
         """``batched_inputs``: detectron2 inputs (``image``, ``height``, ``width``) with
-        ``word_classes`` (vocabulary indices). Returns per image, at its original size, Instances
-        with ``pred_boxes``, ``pred_masks`` (bool), ``scores`` (confidence), ``pred_classes``
-        (vocabulary index) and ``word_index`` (position in ``word_classes``)."""
+        ``word_classes`` (vocabulary indices) and, for box weak labels, ``weak_boxes`` (one XYXY
+        box per class, in the input image's pixels). Returns per image, at its original size,
+        Instances with ``pred_boxes``, ``pred_masks`` (bool), ``scores`` (confidence),
+        ``pred_classes`` (vocabulary index) and ``word_index`` (position in ``word_classes``).
+
+        A caption's class words pick proposals (``select_regions``); a given box is its own pick,
+        with confidence 1 (the box and class are annotated; the teacher draws only the mask)."""
         model = self.model
         was_training = model.training
         model.eval()
         try:
             images = model.preprocess_image(batched_inputs)
             features = model.backbone(images.tensor)
-            proposals, _ = model.proposal_generator(images, features, None)
-            boxes = [p.proposal_boxes for p in proposals]
-            embeddings, deltas = model.roi_heads.region_embeddings_and_deltas(features, boxes)
-            per_image = [len(b) for b in boxes]
+            selecting = [i for i, x in enumerate(batched_inputs) if "weak_boxes" not in x]
+            regions_of = {}
+            if selecting:  # proposals only for the images whose classes pick them
+                subset, subset_features = images, features
+                if len(selecting) < len(batched_inputs):
+                    subset = ImageList(images.tensor[selecting], [images.image_sizes[i] for i in selecting])
+                    subset_features = {k: v[selecting] for k, v in features.items()}
+                proposals, _ = model.proposal_generator(subset, subset_features, None)
+                boxes = [p.proposal_boxes for p in proposals]
+                embeddings, deltas = model.roi_heads.region_embeddings_and_deltas(subset_features, boxes)
+                per_image = [len(b) for b in boxes]
+                regions_of = dict(zip(selecting, zip(boxes, embeddings.split(per_image), deltas.split(per_image))))
             results = []
-            for x, image_boxes, image_size, regions, image_deltas in zip(
-                batched_inputs, boxes, images.image_sizes, embeddings.split(per_image), deltas.split(per_image)
-            ):
+            for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
+                if i not in regions_of:
+                    results.append(self._given_boxes(x, image_size))
+                    continue
+                image_boxes, regions, image_deltas = regions_of[i]
                 classes = torch.as_tensor(x["word_classes"], dtype=torch.long, device=regions.device)
                 picked = select_regions(region_word_scores(regions, self.word_embeddings[classes]), self.selection)
                 chosen = image_boxes.tensor[picked.regions]
@@ -119,6 +150,16 @@ class PseudoLabeler:
             ]
         finally:
             model.train(was_training)
+
+
+def _given_boxes_instances(boxes: torch.Tensor, classes: torch.Tensor, image_size) -> Instances:
+    instances = Instances(image_size)
+    instances.pred_boxes = Boxes(boxes)
+    instances.pred_boxes.clip(image_size)
+    instances.pred_classes = classes
+    instances.scores = torch.ones(len(classes), device=boxes.device)
+    instances.word_index = torch.arange(len(classes), device=boxes.device)
+    return instances
 
 
 def _dataset_ids(metadata, vocabulary: Vocabulary) -> List[int]:
