@@ -77,9 +77,6 @@ class TestGroundingStageChoice(unittest.TestCase):
                 self.plan(folder, "--grounding")
 
 
-if __name__ == "__main__":
-    unittest.main()
-
 
 class TestSummaryTable(unittest.TestCase):
     def test_split_and_lvis_columns(self):
@@ -94,3 +91,21 @@ class TestSummaryTable(unittest.TestCase):
         self.assertEqual(lines[3].split(), ["lvis_ovis_val", "AP", "AP50", "APr", "APc", "APf"])
         self.assertEqual(lines[4].split()[2:], ["20.00", "33.00", "11.25", "18.50", "25.00"])
         self.assertEqual(lines[5].split()[2:], ["nan"] * 5)
+
+
+class TestLabeledDataset(unittest.TestCase):
+    def test_key_else_first_caption_dataset(self):
+        from types import SimpleNamespace
+
+        from xpseudo.pseudo.cli import labeled_dataset
+
+        def cfg(dataset, captions):
+            return SimpleNamespace(XPM=SimpleNamespace(PSEUDO_LABELS=SimpleNamespace(DATASET=dataset), CAPTION_DATASETS=captions))
+
+        self.assertEqual(labeled_dataset(cfg("", ("shapes_train_captions", "other"))), "shapes_train_captions")
+        self.assertEqual(labeled_dataset(cfg("shapes_train_boxes", ("shapes_train_captions",))), "shapes_train_boxes")
+        self.assertIsNone(labeled_dataset(cfg("", ())))
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -109,6 +109,9 @@ def add_xpseudo_config(cfg):
 
     # --- cross-modal pseudo-labeling (stage 3 of XPM; tools/generate_pseudo_labels.py) ---
     cfg.XPM.PSEUDO_LABELS = CN()
+    # The dataset pseudo-labeled: captioned, or registered with weak labels (e.g. "shapes_train_boxes").
+    # Empty: the first of XPM.CAPTION_DATASETS. tools/generate_pseudo_labels.py --dataset overrides it.
+    cfg.XPM.PSEUDO_LABELS.DATASET = ""
     # Which classes named by captions get pseudo masks: "all", "novel" or "base" (of the dataset's split).
     cfg.XPM.PSEUDO_LABELS.CLASSES = "all"
     # regions per caption word, best first (XPM: 1)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Optional
 
+from xpseudo.pseudo.cli import labeled_dataset
 from xpseudo.slurm.options import add_slurm_arguments, on_cpu
 from xpseudo.utils.io import atomic_write_json
 
@@ -189,7 +190,7 @@ def run_pipeline(args) -> int:
         run("teacher", [train_net, "--config-file", teacher_cfg_file, "--resume", *gpus, *teacher_opts, "OUTPUT_DIR", teacher_dir])
     pseudo_labels = p.pseudo_labels
     if not os.path.exists(pseudo_labels):
-        dataset = teacher_cfg.XPM.CAPTION_DATASETS[0]
+        dataset = labeled_dataset(teacher_cfg)
         run("pseudo labels", [os.path.join(REPO, "tools", "generate_pseudo_labels.py"), "--config-file", teacher_cfg_file,
                               "--dataset", dataset, "--output", labels_dir, "--num-shards", str(args.num_shards),
                               *teacher_opts, "MODEL.WEIGHTS", teacher_weights])

@@ -34,7 +34,8 @@ it instead of parsing it whole) and OUTPUT/provenance.json.
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", help="the teacher's config")
-    parser.add_argument("--dataset", help="registered captioned dataset (default: the config's first XPM.CAPTION_DATASETS)")
+    parser.add_argument("--dataset", help="registered captioned or weak-label dataset (default: the config's XPM.PSEUDO_LABELS.DATASET, "
+                                          "else its first XPM.CAPTION_DATASETS)")
     parser.add_argument("--output", required=True, help="output folder (shards/, pseudo_labels.json, provenance.json)")
     parser.add_argument("--num-shards", type=int, default=None, help="slices of the dataset (default 1; with --merge alone: found)")
     parser.add_argument("--shard-index", type=int, default=None, help="write this shard only (default: all, then merge)")
@@ -95,15 +96,20 @@ def generate(args) -> None:
         merge(args.output, num_shards, MetadataCatalog.get(dataset).get("image_root"))
 
 
+def labeled_dataset(cfg):
+    """The dataset a config pseudo-labels: XPM.PSEUDO_LABELS.DATASET, else the first caption dataset."""
+    return cfg.XPM.PSEUDO_LABELS.DATASET or (cfg.XPM.CAPTION_DATASETS[0] if cfg.XPM.CAPTION_DATASETS else None)
+
+
 def check_inputs(cfg, args, require_weights: bool):
     """The dataset and its records; bad weights, dataset or shard arguments fail before any work."""
     from xpseudo.pseudo.generate import labeling_records
 
     if require_weights and (not cfg.MODEL.WEIGHTS or not os.path.isfile(cfg.MODEL.WEIGHTS)):
         raise InputError(cfg.MODEL.WEIGHTS or "MODEL.WEIGHTS", "pseudo-labeling needs the trained teacher's weights file (MODEL.WEIGHTS)")
-    dataset = args.dataset or (cfg.XPM.CAPTION_DATASETS[0] if cfg.XPM.CAPTION_DATASETS else None)
+    dataset = args.dataset or labeled_dataset(cfg)
     if not dataset:
-        raise ValueError("no --dataset and the config has no XPM.CAPTION_DATASETS")
+        raise ValueError("no --dataset, and the config has neither XPM.PSEUDO_LABELS.DATASET nor XPM.CAPTION_DATASETS")
     records = labeling_records(dataset)
     num_shards = args.num_shards or 1
     for index in range(num_shards) if args.shard_index is None else [args.shard_index]:

@@ -2,6 +2,8 @@
 import argparse
 import os
 
+from xpseudo.pseudo.cli import labeled_dataset
+
 from .jobs import PipelineSummaryJob, submit_pseudo_labels, submit_training
 from .options import build_executor, print_submitted, slurm_fields
 from .status import record_jobs
@@ -34,7 +36,7 @@ def submit_pipeline(args, argv):
         previous = [submit_training(training(teacher_cfg_file, [*teacher_opts, "OUTPUT_DIR", teacher_dir]), dependency=previous, name="xpm-teacher")]
         jobs["teacher"] = previous
     if not os.path.exists(pseudo_labels):
-        labeling = argparse.Namespace(**slurm, config_file=teacher_cfg_file, dataset=teacher_cfg.XPM.CAPTION_DATASETS[0],
+        labeling = argparse.Namespace(**slurm, config_file=teacher_cfg_file, dataset=labeled_dataset(teacher_cfg),
                                       output=labels_dir, num_shards=args.num_shards, shard_index=None, merge=False,
                                       opts=[*teacher_opts, "MODEL.WEIGHTS", teacher_weights])
         shards, merge = submit_pseudo_labels(labeling, dependency=previous, require_weights=False)
