@@ -33,8 +33,8 @@ def ground_truth():
     anns = [  # image 1: a top-left, b bottom-right; image 2: a top-right, b bottom-left, a crowd of b top-left
         (1, 1, TOP_LEFT, 0), (1, 2, BOTTOM_RIGHT, 0), (2, 1, TOP_RIGHT, 0), (2, 2, BOTTOM_LEFT, 0), (2, 2, TOP_LEFT, 1),
     ]
-    return {
-        "images": [{"id": i, "file_name": f"{i}.png", "height": SIZE, "width": SIZE} for i in (1, 2)],
+    return {  # GT names its files from another root: drawings use the pseudo file's names (--image-root is theirs)
+        "images": [{"id": i, "file_name": f"elsewhere/{i}.png", "height": SIZE, "width": SIZE} for i in (1, 2)],
         "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
         "annotations": [{"id": k, "image_id": i, "category_id": c, "segmentation": m, "area": float(mask_util.area(m)),
                          "bbox": mask_util.toBbox(m).tolist(), "iscrowd": crowd} for k, (i, c, m, crowd) in enumerate(anns, 1)],

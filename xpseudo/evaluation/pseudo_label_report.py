@@ -29,8 +29,9 @@ def _fmt(value: float, percent: bool = False) -> str:
 
 
 def load_pseudo_labels(path: str, coco_gt, iou_type: str, gt_name: str):
-    """(checked detections, ids of the images the file covers): a COCO instances file with scores
-    (what tools/generate_pseudo_labels.py writes) or a results list (covering its images only)."""
+    """(checked detections, ids of the images the file covers, their file names where the file
+    lists them): a COCO instances file with scores (what tools/generate_pseudo_labels.py writes)
+    or a results list (covering its images only)."""
     data = load_json(path, "pseudo-label file")
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
         annotations, images = data["annotations"], data.get("images")
@@ -40,15 +41,17 @@ def load_pseudo_labels(path: str, coco_gt, iou_type: str, gt_name: str):
         raise InputError(path, "expected a COCO instances file with 'annotations' (or a results list)")
     detections = check_detections(annotations, coco_gt, iou_type, path, gt_name)
     if images is None:
-        return detections, sorted({d["image_id"] for d in detections})
-    image_ids = []
+        return detections, sorted({d["image_id"] for d in detections}), {}
+    image_ids, file_names = [], {}
     for i, image in enumerate(images):
         if not isinstance(image, dict) or "id" not in image:
             raise InputError(path, f"images[{i}] has no 'id'")
         if image["id"] not in coco_gt.imgs:
             raise InputError(path, f"images[{i}]: id {image['id']} is not an image of {gt_name}")
         image_ids.append(image["id"])
-    return detections, sorted(set(image_ids))
+        if "file_name" in image:
+            file_names[image["id"]] = image["file_name"]
+    return detections, sorted(set(image_ids)), file_names
 
 
 def plot_confidence(quality: QualityReport, path: str) -> None:
@@ -72,14 +75,14 @@ def plot_confidence(quality: QualityReport, path: str) -> None:
     plt.close(figure)
 
 
-def draw_side_by_side(coco_gt, image: dict, pseudo: List[dict], iou_type: str, image_root: str, path: str) -> None:
-    """Pseudo labels (left) and ground truth (right) on the image, masks or boxes as ``iou_type``
-    says, by detectron2's Visualizer."""
+def draw_side_by_side(coco_gt, image: dict, file_name: str, pseudo: List[dict], iou_type: str, image_root: str, path: str) -> None:
+    """Pseudo labels (left) and ground truth (right) on ``image_root/file_name``, masks or boxes as
+    ``iou_type`` says, by detectron2's Visualizer."""
     import cv2
     from detectron2.utils.visualizer import Visualizer
     from pycocotools import mask as mask_util
 
-    file = os.path.join(image_root, image["file_name"])
+    file = os.path.join(image_root, file_name)
     bgr = cv2.imread(file, cv2.IMREAD_COLOR)
     if bgr is None:
         raise InputError(file, "cannot be read as an image (is --image-root the labeled images' folder?)")
@@ -101,6 +104,8 @@ def draw_side_by_side(coco_gt, image: dict, pseudo: List[dict], iou_type: str, i
     left, right = draw(pseudo, True), draw(ground_truth, False)
     gap = np.full((left.shape[0], 8, 3), 255, dtype=np.uint8)
     ok, encoded = cv2.imencode(".png", np.concatenate([left, gap, right], axis=1)[:, :, ::-1])
+    if not ok:
+        raise RuntimeError(f"could not encode the drawing of image {image['id']}")
     with atomic_write(path, "wb") as f:
         f.write(encoded.tobytes())
 
@@ -119,7 +124,7 @@ def write_report(
     coco_gt = load_coco_gt(gt_path)
     split = OvisSplit.from_file(split_path)
     split.check_classes([c["name"] for c in coco_gt.dataset["categories"]], gt_path)
-    detections, image_ids = load_pseudo_labels(pseudo_path, coco_gt, iou_type, gt_path)
+    detections, image_ids, file_names = load_pseudo_labels(pseudo_path, coco_gt, iou_type, gt_path)
     os.makedirs(output, exist_ok=True)
 
     ap = evaluate_by_split(coco_gt, detections, split, iou_type, img_ids=image_ids)
@@ -136,12 +141,12 @@ def write_report(
     }
     atomic_write_json(os.path.join(output, "metrics.json"), metrics, indent=2)
     plot_confidence(quality, os.path.join(output, "confidence.png"))
-    drawn, why_not = _draw_worst(coco_gt, detections, worst, iou_type, image_root, os.path.join(output, "worst"))
+    drawn, why_not = _draw_worst(coco_gt, detections, file_names, worst, iou_type, image_root, os.path.join(output, "worst"))
     _write_index(os.path.join(output, "index.md"), metrics, drawn, why_not)
     return metrics
 
 
-def _draw_worst(coco_gt, detections, worst: List[ImageErrors], iou_type: str, image_root: Optional[str], folder: str):
+def _draw_worst(coco_gt, detections, file_names: Dict[int, str], worst: List[ImageErrors], iou_type: str, image_root: Optional[str], folder: str):
     if not worst:
         return [], "no image has a wrong or missed instance"
     if image_root is None:
@@ -157,7 +162,9 @@ def _draw_worst(coco_gt, detections, worst: List[ImageErrors], iou_type: str, im
     drawn = []
     for errors in worst:
         name = f"{errors.image_id}.png"
-        draw_side_by_side(coco_gt, coco_gt.imgs[errors.image_id], by_image.get(errors.image_id, []), iou_type, image_root, os.path.join(folder, name))
+        image = coco_gt.imgs[errors.image_id]  # the pseudo file's name first: --image-root is its folder
+        draw_side_by_side(coco_gt, image, file_names.get(errors.image_id, image["file_name"]), by_image.get(errors.image_id, []),
+                          iou_type, image_root, os.path.join(folder, name))
         drawn.append((errors, os.path.join("worst", name)))
     return drawn, ""
 
