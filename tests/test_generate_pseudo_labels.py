@@ -76,7 +76,7 @@ class TestGeneratePseudoLabels(unittest.TestCase):
 
     def test_labeler_output_follows_the_caption_words(self):
         record = self.records[0]
-        classes, phrases = self.labeler.caption_words(record["captions"])
+        classes = self.labeler.caption_labels(record["captions"]).classes
         self.assertTrue(classes)
         image = torch.as_tensor(np.ascontiguousarray(np.random.default_rng(0).integers(0, 255, (96, 96, 3)).transpose(2, 0, 1)))
         out = self.labeler([{"image": image.float(), "height": 120, "width": 100, "word_classes": classes}])[0]
@@ -91,7 +91,7 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         from detectron2.structures import Boxes
 
         record = self.records[0]
-        classes, _ = self.labeler.caption_words(record["captions"])
+        classes = self.labeler.caption_labels(record["captions"]).classes
         image = torch.as_tensor(np.ascontiguousarray(np.random.default_rng(1).integers(0, 255, (96, 96, 3)).transpose(2, 0, 1))).float()
         inputs = [{"image": image, "height": 96, "width": 96, "word_classes": classes}]
         self.assertTrue(self.labeler.refine_boxes)  # the default, as the authors' release
@@ -187,7 +187,8 @@ class TestGeneratePseudoLabels(unittest.TestCase):
 
         labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_boxes")
         record = next(r for r in DatasetCatalog.get("shapes_train_boxes") if len(r["annotations"]) >= 2)
-        classes, names, boxes = labeler.box_labels(record)
+        labels = labeler.image_labels(record, "boxes")
+        classes, names, boxes = labels.classes, labels.names, labels.boxes
         self.assertEqual(names, [SHAPES[c] for c in classes])
         self.assertTrue(set(names) <= {"star", "cross", "crescent"})  # the file names novel objects only
         x, y, w, h = record["annotations"][0]["bbox"]
@@ -220,6 +221,105 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertEqual({a["word"] for a in labels["annotations"]} - {"star", "cross", "crescent"}, set())
         self.assertEqual({a["score"] for a in labels["annotations"]}, {1.0})
 
+    def random_image(self, seed):
+        return torch.as_tensor(np.ascontiguousarray(np.random.default_rng(seed).integers(0, 255, (96, 96, 3)).transpose(2, 0, 1))).float()
+
+    def proposals_and_embeddings(self, labeler, inputs):
+        model = labeler.model
+        model.eval()
+        with torch.no_grad():
+            images = model.preprocess_image(inputs)
+            features = model.backbone(images.tensor)
+            proposals, _ = model.proposal_generator(images, features, None)
+            boxes = proposals[0].proposal_boxes
+            embeddings, _ = model.roi_heads.region_embeddings_and_deltas(features, [boxes])
+        return boxes.tensor, embeddings
+
+    def test_a_point_picks_the_best_proposal_holding_it(self):
+        labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_points")
+        labeler.refine_boxes = False  # compare with the raw proposals
+        record = next(r for r in DatasetCatalog.get("shapes_train_points") if len(r["annotations"]) >= 2)
+        labels = labeler.image_labels(record, "points")
+        self.assertEqual(labels.points, [[a["point_coords"][0][0] + 0.5, a["point_coords"][0][1] + 0.5] for a in record["annotations"]])
+        inputs = [{"image": self.random_image(3), "height": 96, "width": 96, "word_classes": labels.classes, "weak_points": torch.tensor(labels.points)}]
+        out = labeler(inputs)[0]
+        boxes, embeddings = self.proposals_and_embeddings(labeler, inputs)
+        expected, found = [], []
+        for n, ((x, y), c) in enumerate(zip(labels.points, labels.classes)):
+            def holds(box, px, py):
+                return bool(box[0] <= px <= box[2] and box[1] <= py <= box[3])
+            holding = [r for r in range(len(boxes)) if holds(boxes[r], x, y)]
+            alone = [r for r in holding if not any(holds(boxes[r], *p) for m, p in enumerate(labels.points) if m != n)]
+            candidates = alone or holding
+            if not candidates:  # a point inside no proposal labels nothing
+                continue
+            cosine = (embeddings[candidates] @ labeler.word_embeddings[c]).tolist()
+            expected.append(candidates[cosine.index(max(cosine))])
+            found.append(n)
+        self.assertTrue(found)
+        self.assertEqual(out.word_index.tolist(), found)
+        self.assertTrue(torch.equal(out.pred_boxes.tensor, boxes[expected].clamp(0, 96)))
+        self.assertEqual(out.pred_classes.tolist(), [labels.classes[n] for n in found])
+
+    def test_two_in_a_caption_gives_two_regions_that_do_not_overlap(self):
+        labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_captions")
+        labeler.counts, labeler.refine_boxes = True, False
+        labels = labeler.caption_labels(["Two stars and a red disk.", "A star and a disk."])
+        self.assertEqual((labels.classes, labels.names, labels.counts), ([SHAPES.index("star"), SHAPES.index("circle")], ["stars", "disk"], [2, 1]))
+        inputs = [{"image": self.random_image(4), "height": 96, "width": 96, "word_classes": labels.classes, "word_counts": labels.counts}]
+        out = labeler(inputs)[0]
+        self.assertEqual(out.word_index.tolist(), [0, 0, 1])
+        stars = out.pred_boxes[out.word_index == 0]
+        from detectron2.structures import pairwise_iou
+
+        self.assertLessEqual(float(pairwise_iou(stars[:1], stars[1:])), labeler.selection.pick_iou)
+        boxes, embeddings = self.proposals_and_embeddings(labeler, inputs)
+        self.assertTrue(torch.equal(stars.tensor[0], boxes[int((embeddings @ labeler.word_embeddings[labels.classes[0]]).argmax())].clamp(0, 96)))
+
+    def test_the_restricted_classifier_confidence_is_a_probability_min_score_can_use(self):
+        labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_captions")
+        labeler.score = "classifier"
+        classes = [SHAPES.index("star"), SHAPES.index("circle")]
+        inputs = [{"image": self.random_image(5), "height": 96, "width": 96, "word_classes": classes}]
+        out = labeler(inputs)[0]
+        _, embeddings = self.proposals_and_embeddings(labeler, inputs)
+        predictor = labeler.model.roi_heads.box_predictor
+        classifier = torch.cat([labeler.word_embeddings[classes], torch.nn.functional.normalize(predictor.background_embedding, dim=0)[None]])
+        probabilities = torch.softmax(embeddings @ classifier.t() / predictor.temperature, dim=1)[:, :2]
+        self.assertTrue(torch.allclose(out.scores, probabilities.max(dim=0).values))
+        labeler.selection = type(labeler.selection)(min_score=float(out.scores.max()) + 1e-6)
+        self.assertEqual(len(labeler(inputs)[0]), 0)
+
+    def test_tags_and_points_through_the_tool(self):
+        for kind in ("tags", "points"):
+            directory = os.path.join(self.tmp.name, kind)
+            self.run_tool("--dataset", f"shapes_train_{kind}", "--output", directory)
+            labels = self.load(directory)
+            with open(os.path.join(directory, "provenance.json")) as f:
+                provenance = json.load(f)
+            self.assertEqual(provenance["source"], kind)
+            with open(os.path.join(self.tmp.name, f"shapes/annotations/{kind}_train.json")) as f:
+                data = json.load(f)
+            if kind == "tags":  # one region per tag of every readable image
+                wanted = sum(len(im["pos_category_ids"]) for im in data["images"] if im["id"] != 3)
+                self.assertEqual(provenance["counts"]["skipped_labels"], 0)
+            else:  # one region per point, or a counted skip
+                wanted = sum(1 for a in data["annotations"] if a["image_id"] != 3)
+                wanted -= provenance["counts"]["skipped_labels"]
+            self.assertEqual(provenance["counts"]["annotations"] + provenance["counts"]["empty_masks"], wanted)
+            self.assertEqual({a["word"] for a in labels["annotations"]} - {"star", "cross", "crescent"}, set())
+
+    def test_an_object_with_no_clicked_point_is_a_counted_skip(self):
+        labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_points")
+        record = {"annotations": [{"category_id": SHAPES.index("star"), "point_coords": [[3, 4]], "point_labels": [0]},
+                                  {"category_id": SHAPES.index("cross"), "point_coords": [[0, 0], [5, 6]], "point_labels": [0, 1]},
+                                  {"category_id": SHAPES.index("circle"), "point_coords": [[1, 1]], "point_labels": [1]}]}
+        labels = labeler.image_labels(record, "points")
+        # the star has no point inside it; the circle is a base class, not wanted here
+        wanted = SHAPES.index("circle") in labeler.wanted
+        self.assertEqual(labels.skipped, 1)
+        self.assertEqual(labels.points, [[5.5, 6.5]] + ([[1.5, 1.5]] if wanted else []))
+
     def test_malformed_box_weak_labels_are_errors_naming_file_and_entry(self):
         from xpseudo.data.ovis_datasets import register_ovis_dataset
         from xpseudo.pseudo.generate import labeling_records
@@ -244,6 +344,17 @@ class TestGeneratePseudoLabels(unittest.TestCase):
             with self.assertRaisesRegex(InputError, "^" + path.replace(".", "\\.") + ": " + message, msg=name):
                 labeling_records("test_bad_boxes")
         DatasetCatalog.remove("test_bad_boxes")
+        with open(os.path.join(root, "annotations/points_train.json")) as f:
+            points = json.load(f)
+        points["annotations"][2]["point_coords"] = [[96, 120]]
+        path = os.path.join(self.tmp.name, "bad_points.json")
+        with open(path, "w") as f:
+            json.dump(points, f)
+        register_ovis_dataset("test_bad_points", image_root=os.path.join(root, "images/train"), instances_json=path,
+                              split_file=os.path.join(root, "split.json"), weak_labels="points", replace=True)
+        with self.assertRaisesRegex(InputError, "^" + path.replace(".", "\\.") + r": annotations\[2\] \(id \d+\): point \[96, 120\] lies outside the 96x96 image"):
+            labeling_records("test_bad_points")
+        DatasetCatalog.remove("test_bad_points")
 
     def test_bad_arguments_fail_before_any_work(self):
         out = os.path.join(self.tmp.name, "bad")

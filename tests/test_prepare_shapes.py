@@ -44,7 +44,7 @@ class TestPrepareShapes(unittest.TestCase):
         run_script("datasets/prepare_shapes.py", "--output", other, "--seed", "4", "--num-train", "60", "--num-val", "20", "--image-size", "96")
         files = tree_files(self.root)
         self.assertEqual(files, tree_files(again))
-        self.assertEqual(len(files), 60 + 20 + 7)
+        self.assertEqual(len(files), 60 + 20 + 9)
         match, mismatch, errors = filecmp.cmpfiles(self.root, again, files, shallow=False)
         self.assertEqual((mismatch, errors), ([], []))
         _, mismatch, _ = filecmp.cmpfiles(self.root, other, files, shallow=False)
@@ -74,6 +74,26 @@ class TestPrepareShapes(unittest.TestCase):
         self.assertEqual(boxes["annotations"], expected)
         self.assertEqual(boxes["images"], self.all["images"])
         self.assertEqual(boxes["categories"], self.all["categories"])
+
+    def test_tags_and_points_name_the_novel_instances(self):
+        novel = [a for a in self.all["annotations"] if a["category_id"] in {c.id for c in self.vocabulary if c.name in self.split["novel"]}]
+        with open(os.path.join(self.root, "annotations", "tags_train.json")) as f:
+            tags = json.load(f)
+        expected = {}
+        for a in novel:
+            expected.setdefault(a["image_id"], set()).add(a["category_id"])
+        self.assertEqual([im["id"] for im in tags["images"]], [im["id"] for im in self.all["images"]])
+        for image in tags["images"]:  # every image listed, its novel classes once each
+            self.assertEqual(sorted(image["pos_category_ids"]), sorted(expected.get(image["id"], ())))
+        self.assertEqual(tags["annotations"], [])
+        with open(os.path.join(self.root, "annotations", "points_train.json")) as f:
+            points = json.load(f)
+        self.assertEqual([(p["id"], p["image_id"], p["category_id"]) for p in points["annotations"]],
+                         [(a["id"], a["image_id"], a["category_id"]) for a in novel])
+        for point, ann in zip(points["annotations"], novel):  # one click, inside the object's visible mask
+            self.assertEqual(point["point_labels"], [1])
+            (x, y), = point["point_coords"]
+            self.assertEqual(mask_util.decode(ann["segmentation"])[y, x], 1)
 
     def test_masks_are_visible_parts_and_match_box_and_area(self):
         by_image = {}

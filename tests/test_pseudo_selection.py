@@ -3,6 +3,7 @@ import unittest
 import torch
 
 from xpseudo.pseudo import SelectionConfig, region_word_scores, select_regions
+from xpseudo.pseudo.selection import restricted_class_probabilities, select_point_regions
 
 
 def pairs(selection):
@@ -82,6 +83,89 @@ class TestSelectRegions(unittest.TestCase):
             SelectionConfig(top_k=0)
         with self.assertRaisesRegex(ValueError, "temperature must be > 0"):
             SelectionConfig(temperature=0)
+
+
+class TestCountedPicks(unittest.TestCase):
+    # five regions: 0 and 1 are nearly the same box, 2 and 3 are separate objects, 4 covers 2 and 3
+    BOXES = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 11], [20, 0, 30, 10], [40, 0, 50, 10], [18, 0, 52, 10]])
+    S = torch.tensor([[0.9, 0.1], [0.85, 0.2], [0.5, 0.3], [0.4, 0.6], [0.6, 0.5]])
+
+    def test_two_regions_for_two_without_the_same_object_twice(self):
+        config = SelectionConfig(pick_iou=0.5)
+        picked = select_regions(self.S, config, counts=[2, 1], boxes=self.BOXES)
+        # word 0: region 0, then 1 is passed over (IoU 10/11 with 0); 4 is next (0.6) and overlaps nothing picked
+        self.assertEqual(pairs(picked), [(0, 0), (4, 0), (3, 1)])
+        three = select_regions(self.S, config, counts=[3, 1], boxes=self.BOXES)
+        # region 2 lies inside 4 with IoU 10/34 <= 0.5: a third, separate pick
+        self.assertEqual(pairs(three), [(0, 0), (4, 0), (2, 0), (3, 1)])
+        # without suppression (the authors' top-k) the near-duplicate comes second
+        self.assertEqual(pairs(select_regions(self.S, SelectionConfig(), counts=[2, 1], boxes=self.BOXES)), [(0, 0), (1, 0), (3, 1)])
+
+    def test_a_count_above_the_regions_left_gives_what_there_is(self):
+        picked = select_regions(self.S, SelectionConfig(pick_iou=0.05), counts=[5, 1], boxes=self.BOXES)
+        self.assertEqual(pairs(picked), [(0, 0), (4, 0), (3, 1)])  # 2 and 3 overlap region 4 (IoU 0.29 > 0.05)
+
+    def test_counts_are_checked(self):
+        with self.assertRaisesRegex(ValueError, "at least 1 region"):
+            select_regions(self.S, counts=[1])
+        with self.assertRaisesRegex(ValueError, "at least 1 region"):
+            select_regions(self.S, counts=[0, 2])
+        with self.assertRaisesRegex(ValueError, "pick_iou"):
+            SelectionConfig(pick_iou=0)
+
+    def test_given_confidences_are_the_picks_and_min_score_reads_them(self):
+        confidences = torch.tensor([[0.7, 0.0], [0.1, 0.0], [0.1, 0.2], [0.1, 0.4], [0.1, 0.1]])
+        picked = select_regions(self.S, SelectionConfig(min_score=0.3), confidences=confidences)
+        self.assertEqual(pairs(picked), [(0, 0), (3, 1)])
+        self.assertEqual(picked.confidences.tolist(), [0.699999988079071, 0.4000000059604645])
+        self.assertEqual(len(select_regions(self.S, SelectionConfig(min_score=0.5), confidences=confidences)), 1)
+
+
+class TestRestrictedClassifier(unittest.TestCase):
+    def test_softmax_over_the_named_classes_and_background(self):
+        regions = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+        words = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+        background = torch.tensor([0.0, 1.0])
+        probabilities = restricted_class_probabilities(regions, words, background, temperature=0.5)
+        logits = torch.tensor([[1.0, 0.6, 0.0], [0.0, 0.8, 1.0], [0.6, 1.0, 0.8]]) / 0.5
+        expected = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
+        self.assertTrue(torch.allclose(probabilities, expected[:, :2]))
+        # picking by probability: each word's most probable region
+        self.assertEqual(select_regions(probabilities).regions.tolist(), [0, 2])
+
+    def test_a_background_region_loses_a_word_it_is_as_close_to(self):
+        # regions 0 and 1 have the same cosine (0.6) with the word; region 1 is much closer to the
+        # background, so the classifier gives the word to region 0 where the cosine is a tie
+        regions = torch.tensor([[0.6, 0.8, 0.0], [0.6, 0.0, 0.8]])
+        word = torch.tensor([[1.0, 0.0, 0.0]])
+        background = torch.tensor([0.0, 0.0, 1.0])
+        self.assertTrue(torch.allclose(region_word_scores(regions, word)[:, 0], torch.tensor([0.6, 0.6])))
+        probabilities = restricted_class_probabilities(regions, word, background, temperature=0.1)
+        self.assertGreater(probabilities[0, 0], 0.99)
+        self.assertLess(probabilities[1, 0], 0.15)
+
+
+class TestPointPicks(unittest.TestCase):
+    BOXES = torch.tensor([[0.0, 0, 10, 10], [0, 0, 30, 10], [20, 0, 30, 10], [50, 50, 60, 60]])
+
+    def test_the_best_region_holding_the_point_alone(self):
+        points = torch.tensor([[5.0, 5.0], [25.0, 5.0], [100.0, 100.0]])
+        # region 1 holds points 0 and 1 and scores best for both: each point takes its own box instead
+        S = torch.tensor([[0.2, 0.1, 0.0], [0.9, 0.9, 0.9], [0.1, 0.3, 0.0], [0.95, 0.95, 0.95]])
+        picked = select_point_regions(S, self.BOXES, points)
+        self.assertEqual(pairs(picked), [(0, 0), (2, 1)])  # point 2 lies in no region: nothing
+        self.assertTrue(torch.allclose(picked.scores, torch.tensor([0.2, 0.3])))
+
+    def test_a_shared_region_is_used_where_no_region_holds_the_point_alone(self):
+        points = torch.tensor([[15.0, 5.0], [25.0, 5.0]])  # point 0 lies only in region 1, which also holds point 1
+        S = torch.tensor([[0.0, 0.0], [0.5, 0.9], [0.0, 0.2], [0.0, 0.0]])
+        self.assertEqual(pairs(select_point_regions(S, self.BOXES, points)), [(1, 0), (2, 1)])
+
+    def test_no_points_or_no_regions(self):
+        self.assertEqual(len(select_point_regions(torch.zeros(4, 0), self.BOXES, torch.zeros(0, 2))), 0)
+        empty = select_point_regions(torch.zeros(0, 2), torch.zeros(0, 4), torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
+        self.assertEqual(len(empty), 0)
+        self.assertEqual(empty.regions.dtype, torch.long)
 
 
 if __name__ == "__main__":

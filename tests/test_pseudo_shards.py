@@ -89,7 +89,7 @@ class TestShardsAndMerge(unittest.TestCase):
         self.assertEqual([x["image_id"] for x in a["annotations"]], [i for i in labeled for _ in range(i % 3)])
         self.assertEqual(pa["counts"], pb["counts"])
         self.assertEqual(pb["counts"], {"images": 11, "labeled": 7, "unlabeled": 0, "no_match": 3, "unreadable": 1,
-                                        "annotations": 10, "empty_masks": 0})
+                                        "annotations": 10, "empty_masks": 0, "skipped_labels": 0})
         self.assertEqual(len(pb["shards"]), 3)
         with open(os.path.join(three, "provenance.json")) as f:
             self.assertEqual(json.load(f)["teacher_sha256"], "abc")

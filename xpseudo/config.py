@@ -120,6 +120,17 @@ def add_xpseudo_config(cfg):
     # temperature (1.0; on unnormalised embeddings). At 0.1 every pick's confidence is ~0.99, so
     # MIN_SCORE selects nothing; at 1.0 it lies in sigmoid([-1, 1]) = [0.27, 0.73].
     cfg.XPM.PSEUDO_LABELS.SCORE_TEMPERATURE = 0.1
+    # How a proposal is scored for a class word, tag or point: "similarity" = cos(region, word), the
+    # authors'; "classifier" = the teacher's classifier as a softmax over the image's named classes
+    # plus background, so proposals that are no object lose, and the probability is the confidence
+    # (calibrated by the teacher's own training; SCORE_TEMPERATURE is then unused).
+    cfg.XPM.PSEUDO_LABELS.SCORE = "similarity"
+    # A caption's number words and plurals ask for that many regions per class word ("two stars" ->
+    # 2, "stars" or "several stars" -> PLURAL_COUNT), instead of TOP_K (the authors': one per word).
+    cfg.XPM.PSEUDO_LABELS.COUNTS = False
+    cfg.XPM.PSEUDO_LABELS.PLURAL_COUNT = 2
+    # A word's further picks may overlap its earlier ones by at most this box IoU (1.0: no suppression)
+    cfg.XPM.PSEUDO_LABELS.PICK_IOU = 0.5
     # pairs whose confidence is below this are dropped (the authors': 0, no threshold)
     cfg.XPM.PSEUDO_LABELS.MIN_SCORE = 0.0
     # a region picked by several words is kept only for the word that scores it highest

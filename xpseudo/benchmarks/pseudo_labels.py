@@ -21,7 +21,7 @@ from xpseudo.pseudo.labeler import PseudoLabeler
 
 def captioned_subset(labeler: PseudoLabeler, records: List[dict], num_images: int) -> List[dict]:
     """The first ``num_images`` records whose captions name a wanted class (both paths do work on them)."""
-    chosen = [r for r in records if labeler.caption_words(r["captions"])[0]][:num_images]
+    chosen = [r for r in records if labeler.caption_labels(r["captions"]).classes][:num_images]
     if len(chosen) < num_images:
         raise ValueError(f"only {len(chosen)} images have captions naming a wanted class; asked for {num_images}")
     return chosen

@@ -10,20 +10,19 @@ from typing import Callable, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
+from detectron2.structures import BoxMode
 
 from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
 
 from .captions import load_coco_captions
 from .split import SPLITS, OvisSplit
-from .weak_labels import check_weak_label_file
+from .weak_labels import WEAK_LABEL_KINDS, check_weak_label_file, weak_label_records
 
 logger = logging.getLogger(__name__)
 
 # annotation fields beyond detectron2's defaults that pseudo-label files carry
 EXTRA_ANNOTATION_KEYS = ["score", "word"]
-# weak labels a dataset can hold instead of captions (see register_ovis_dataset)
-WEAK_LABEL_KINDS = ("boxes",)
 
 
 def register_ovis_dataset(
@@ -55,8 +54,11 @@ def register_ovis_dataset(
             are matched against all of it and mentions of the other classes dropped (COCO's 80
             classes keep "hot dog" from counting as the split's "dog").
         weak_labels: what the labeler (tools/generate_pseudo_labels.py) reads from this dataset
-            instead of captions: "boxes" = ``instances_json`` holds boxes without masks, each
-            turned into a mask by the teacher. None: captions (or a mask dataset).
+            instead of captions, all from ``instances_json`` (``xpseudo.data.weak_labels``):
+            "tags" = class ids per image (``pos_category_ids``); "boxes" = boxes without masks,
+            each turned into a mask by the teacher; "points" = one click per object
+            (``point_coords``, ``point_labels``), the object being the best proposal holding it.
+            None: captions (or a mask dataset).
         replace: re-register a name that is registered with other arguments (otherwise an error).
             Registering again with the same arguments is always harmless.
     """
@@ -145,9 +147,15 @@ def load_ovis_dicts(
     """detectron2 dataset dicts with contiguous ``category_id`` and, where captions are given, a
     ``captions`` list per image. Annotations of classes outside ``id_map`` are an error unless
     ``drop_other_classes`` (the constrained setting). A weak-label file (``weak_labels`` names its
-    kind) is checked entry by entry first (``xpseudo.data.weak_labels``)."""
+    kind) is checked entry by entry first and read as ``xpseudo.data.weak_labels`` describes."""
     if weak_labels is not None:
-        check_weak_label_file(instances_json, weak_labels, id_map)
+        data = check_weak_label_file(instances_json, weak_labels, id_map)
+        records = weak_label_records(data, weak_labels, image_root, id_map)
+        for record in records:
+            for ann in record.get("annotations", []):
+                if "bbox" in ann:
+                    ann["bbox_mode"] = BoxMode.XYWH_ABS
+        return records
     captions = {}
     if captions_json is not None:
         caption_images, captions = load_coco_captions(captions_json)

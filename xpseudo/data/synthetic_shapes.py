@@ -165,6 +165,15 @@ def encode_instance(mask: np.ndarray) -> Tuple[dict, List[float], int]:
     return rle, [float(v) for v in mask_util.toBbox(rle)], int(mask_util.area(rle))
 
 
+def click_point(rng: np.random.Generator, mask: np.ndarray) -> List[int]:
+    """Where an annotator clicks an object: a pixel (x, y) of its visible mask, at random among those
+    at least half as far from the edge as its most interior pixel (people click inside, not on the rim)."""
+    distance = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    ys, xs = np.nonzero(distance >= distance.max() / 2)
+    k = int(rng.integers(len(xs)))
+    return [int(xs[k]), int(ys[k])]
+
+
 def _split_images(rng_seed: int, split_code: int, count: int, first_id: int, size: int, vocabulary: Vocabulary):
     """Yield (image dict, RGB pixels, background, instances, random stream) for one split."""
     names = vocabulary.names
@@ -193,17 +202,20 @@ def generate_shapes_dataset(output: str, vocabulary: Vocabulary, split, seed: in
     for split_name, split_code, count, first_id in (("train", 0, num_train, 1), ("val", 1, num_val, 100001)):
         image_dir = os.path.join(output, "images", split_name)
         os.makedirs(image_dir, exist_ok=True)
-        images, annotations, captions = [], [], []
+        images, annotations, captions, clicks = [], [], [], {}
         rows = _split_images(seed, split_code, count, first_id, image_size, vocabulary)
         for image, pixels, background, instances, rng in tqdm(rows, total=count, desc=split_name, disable=not progress):
             cv2.imwrite(os.path.join(image_dir, image["file_name"]), pixels[:, :, ::-1])
             images.append(image)
+            # clicks from their own stream, so the captions below stay those of earlier versions
+            click_rng = np.random.default_rng([seed, split_code, image["id"], 1])
             for inst in instances:
                 rle, box, area = encode_instance(inst.mask)
                 annotations.append({
                     "id": len(annotations) + 1, "image_id": image["id"], "category_id": vocabulary[inst.category_index].id,
                     "segmentation": rle, "bbox": box, "area": area, "iscrowd": 0,
                 })
+                clicks[annotations[-1]["id"]] = click_point(click_rng, inst.mask)
             for _ in range(int(rng.integers(1, 4))):
                 captions.append({"id": len(captions) + 1, "image_id": image["id"], "caption": write_caption(rng, vocabulary, instances, background)})
         annotation_dir = os.path.join(output, "annotations")
@@ -219,12 +231,22 @@ def generate_shapes_dataset(output: str, vocabulary: Vocabulary, split, seed: in
             {"images": [im for im in images if im["id"] in base_images], "annotations": base_annotations, "categories": categories},
         )
         atomic_write_json(os.path.join(annotation_dir, "captions_train.json"), {"images": images, "annotations": captions})
-        # the weak-label form of the same images: boxes without masks, novel classes only (as
-        # the captions are used: base masks are ground truth, novel objects are only named)
-        boxes = [{k: a[k] for k in ("id", "image_id", "category_id", "bbox", "area", "iscrowd")} for a in annotations if a["category_id"] not in base_ids]
+        # the weak-label forms of the same images, novel classes only (as the captions are used:
+        # base masks are ground truth, novel objects are only named): image tags (Detic's
+        # pos_category_ids), boxes without masks, one click per object (PointSup's fields)
+        novel = [a for a in annotations if a["category_id"] not in base_ids]
+        tags = {}
+        for a in novel:
+            tags.setdefault(a["image_id"], {})[a["category_id"]] = None
+        tag_images = [{**im, "pos_category_ids": list(tags.get(im["id"], ()))} for im in images]
+        atomic_write_json(os.path.join(annotation_dir, "tags_train.json"), {"images": tag_images, "annotations": [], "categories": categories})
+        boxes = [{k: a[k] for k in ("id", "image_id", "category_id", "bbox", "area", "iscrowd")} for a in novel]
         atomic_write_json(os.path.join(annotation_dir, "boxes_train.json"), {"images": images, "annotations": boxes, "categories": categories})
+        points = [{**{k: a[k] for k in ("id", "image_id", "category_id", "iscrowd")}, "point_coords": [clicks[a["id"]]], "point_labels": [1]}
+                  for a in novel]
+        atomic_write_json(os.path.join(annotation_dir, "points_train.json"), {"images": images, "annotations": points, "categories": categories})
         counts.update(train_images=len(images), train_instances=len(annotations), train_base_images=len(base_images), train_base_instances=len(base_annotations),
-                      train_captions=len(captions), train_novel_boxes=len(boxes))
+                      train_captions=len(captions), train_novel_boxes=len(boxes), train_tagged_images=len(tags))
     atomic_write_json(os.path.join(output, "split.json"), split.to_json(), indent=2)
     atomic_write_json(os.path.join(output, "vocabulary.json"), vocabulary.to_json(), indent=2)
     return counts

@@ -73,6 +73,10 @@ def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dic
             "min_score": labeler.selection.min_score,
             "deduplicate": labeler.selection.deduplicate,
             "score_temperature": labeler.selection.temperature,
+            "pick_iou": labeler.selection.pick_iou,
+            "score": labeler.score,
+            "counts": labeler.counts,
+            "plural_count": labeler.plural_count,
             "refine_boxes": labeler.refine_boxes,
             "mask_threshold": labeler.mask_threshold,
         },
@@ -82,8 +86,8 @@ def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dic
 
 
 class ShardImages(torch.utils.data.Dataset):
-    """Decoded, resized images of a slice with what names their classes: caption words, or the
-    wanted classes' boxes (``kind`` "boxes"). Images naming no wanted class are not read."""
+    """Decoded, resized images of a slice with what names their classes: caption words (with their
+    counts), tags, boxes or points (``kind``). Images naming no wanted class are not read."""
 
     def __init__(self, records, labeler: PseudoLabeler, cfg, kind: str = "captions"):
         self.records, self.labeler, self.kind = records, labeler, kind
@@ -95,13 +99,11 @@ class ShardImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         record = self.records[index]
-        boxes = None
-        if self.kind == "boxes":
-            classes, phrases, boxes = self.labeler.box_labels(record)
-        else:
-            classes, phrases = self.labeler.caption_words(record["captions"])
-        item = {"record": record, "word_classes": classes, "words": phrases}
-        if not classes:
+        labels = self.labeler.image_labels(record, self.kind)
+        item = {"record": record, "word_classes": labels.classes, "words": labels.names, "skipped": labels.skipped}
+        if labels.counts is not None:
+            item["word_counts"] = labels.counts
+        if not labels.classes:
             return item
         try:
             image = utils.read_image(record["file_name"], format=self.format)
@@ -112,8 +114,11 @@ class ShardImages(torch.utils.data.Dataset):
         transform = self.resize.get_transform(image)
         resized = transform.apply_image(image)
         item.update(image=torch.as_tensor(resized.transpose(2, 0, 1).copy()), height=height, width=width)
-        if boxes is not None:  # into the resized image's pixels, as the model sees it
-            item["weak_boxes"] = torch.as_tensor(transform.apply_box(np.asarray(boxes, dtype=np.float64)), dtype=torch.float32)
+        # boxes and points into the resized image's pixels, as the model sees it
+        if labels.boxes is not None:
+            item["weak_boxes"] = torch.as_tensor(transform.apply_box(np.asarray(labels.boxes, dtype=np.float64)), dtype=torch.float32)
+        if labels.points is not None:
+            item["weak_points"] = torch.as_tensor(transform.apply_coords(np.asarray(labels.points, dtype=np.float64)), dtype=torch.float32)
         return item
 
 
@@ -171,13 +176,15 @@ def _write_item(writer: ShardWriter, item: dict, outputs, labeler: PseudoLabeler
         writer.add(image_entry(record, image_root), "unreadable", [])
         return
     if outputs is None:
-        writer.add(image_entry(record, image_root), "no_match", [])
+        writer.add(image_entry(record, image_root), "no_match", [], skipped_labels=item["skipped"])
         return
     instances = next(outputs).to("cpu")
+    # a point inside no proposal (or under MIN_SCORE) labels nothing; the image goes on
+    skipped = item["skipped"] + (len(item["words"]) - len(set(instances.word_index.tolist())) if "weak_points" in item else 0)
     category_ids = [labeler.dataset_ids[c] for c in instances.pred_classes.tolist()]
     words = [item["words"][w] for w in instances.word_index.tolist()]
     annotations, empty = encode_pseudo_annotations(
         record["image_id"], instances.pred_masks.numpy(), category_ids, instances.scores.tolist(), words
     )
     entry = image_entry(record, image_root, item["height"], item["width"])
-    writer.add(entry, "labeled" if annotations else "unlabeled", annotations, empty)
+    writer.add(entry, "labeled" if annotations else "unlabeled", annotations, empty, skipped)

@@ -1,17 +1,36 @@
-"""The cross-modal pseudo-labeler: a trained teacher and an image's caption words -> pseudo instances."""
+"""The cross-modal pseudo-labeler: a trained teacher and an image's weak labels (caption words,
+tags, boxes or points) -> pseudo instances."""
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 from detectron2.data import MetadataCatalog
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, BoxMode, ImageList, Instances
 
 from xpseudo.text.caption_matcher import CaptionMatcher
+from xpseudo.text.mention_counts import mention_count
 from xpseudo.text.vocabulary import Vocabulary
 
-from .selection import SelectionConfig, region_word_scores, select_regions
+from .selection import SelectionConfig, region_word_scores, restricted_class_probabilities, select_point_regions, select_regions
 
 CLASS_CHOICES = ("all", "novel", "base")
+# how a region is scored for a class: the authors' cosine of region and word, or the teacher's
+# classifier restricted to the image's named classes plus background
+SCORE_CHOICES = ("similarity", "classifier")
+
+
+@dataclass
+class ImageLabels:
+    """What one image's weak labels say, per label: the class (vocabulary index) and what named it."""
+
+    classes: List[int] = field(default_factory=list)
+    names: List[str] = field(default_factory=list)  # caption phrase, or the class name
+    counts: Optional[List[int]] = None  # regions wanted per class (captions with counts)
+    boxes: Optional[List[List[float]]] = None  # XYXY per label, record pixels (box labels)
+    points: Optional[List[List[float]]] = None  # (x, y) per label, record pixels (point labels)
+    skipped: int = 0  # labels that cannot name a region (an object with no positive point)
 
 
 class PseudoLabeler:
@@ -19,8 +38,10 @@ class PseudoLabeler:
 
     Per image: the teacher's RPN proposals (test-time settings) -> region embeddings; the caption's
     class words -> their text embeddings (the teacher's class embeddings for ``vocabulary``);
-    ``select_regions`` on S = <region, word>; the teacher's class-agnostic mask head on the picked
-    boxes; masks pasted at the image's original size.
+    ``select_regions`` on S = <region, word> (or the restricted classifier, ``score``); the
+    teacher's class-agnostic mask head on the picked boxes; masks pasted at the image's original
+    size. Tags pick as caption words do; a clicked point picks among the proposals that contain it;
+    a given box is its own pick.
     """
 
     def __init__(
@@ -33,9 +54,18 @@ class PseudoLabeler:
         refine_boxes: bool = True,
         mask_threshold: float = 0.5,
         dataset_ids: Sequence[int] = None,
+        score: str = "similarity",
+        counts: bool = False,
+        plural_count: int = 2,
     ):
         """``dataset_ids``: the category id written for each vocabulary index (default: the
-        vocabulary's ids)."""
+        vocabulary's ids). ``counts``: a caption's number words and plurals ask for that many
+        regions ("two stars" -> 2, "stars" -> ``plural_count``); otherwise one per class word."""
+        if score not in SCORE_CHOICES:
+            raise ValueError(f"score must be one of {SCORE_CHOICES}, got {score!r}")
+        if plural_count < 1:
+            raise ValueError(f"plural_count must be >= 1, got {plural_count}")
+        self.score, self.counts, self.plural_count = score, counts, plural_count
         self.model = model
         self.dataset_ids = list(dataset_ids) if dataset_ids is not None else vocabulary.ids
         self.vocabulary = vocabulary
@@ -69,43 +99,83 @@ class PseudoLabeler:
             vocabulary,
             [vocabulary.index(n) for n in names],
             dataset_caption_matcher(dataset_name),
-            SelectionConfig(options.TOP_K, options.MIN_SCORE, options.DEDUPLICATE, options.SCORE_TEMPERATURE),
+            SelectionConfig(options.TOP_K, options.MIN_SCORE, options.DEDUPLICATE, options.SCORE_TEMPERATURE, options.PICK_IOU),
             options.REFINE_BOXES,
             options.MASK_THRESHOLD,
             _dataset_ids(metadata, vocabulary),
+            options.SCORE,
+            options.COUNTS,
+            options.PLURAL_COUNT,
         )
 
-    def caption_words(self, captions: Sequence[str]) -> Tuple[List[int], List[str]]:
-        """The wanted classes an image's captions name, in order of first mention, and for each the
-        caption phrase that named it first."""
-        classes: Dict[int, str] = {}
-        for caption in captions:
-            for match in self.matcher.find(caption):
-                if match.class_index in self.wanted and match.class_index not in classes:
-                    classes[match.class_index] = match.phrase
-        return list(classes), list(classes.values())
-
-    def box_labels(self, record: dict) -> Tuple[List[int], List[str], List[List[float]]]:
-        """The wanted classes of a weak-label record's boxes (``annotations`` with contiguous
-        ``category_id``), their class names, and the boxes as XYXY in the record's pixels."""
-        classes, names, boxes = [], [], []
+    def image_labels(self, record: dict, kind: str) -> ImageLabels:
+        """The wanted classes an image's weak labels of ``kind`` name ("captions", "tags", "boxes"
+        or "points"; records as ``register_ovis_dataset`` loads them, contiguous class ids)."""
+        if kind == "captions":
+            return self.caption_labels(record["captions"])
+        if kind == "tags":
+            classes = [c for c in record.get("tags", []) if c in self.wanted]
+            return ImageLabels(classes, [self.vocabulary[c].name for c in classes])
+        if kind not in ("boxes", "points"):
+            raise ValueError(f"unknown weak-label kind {kind!r}")
+        labels = ImageLabels(**{kind: []})
         for ann in record.get("annotations", []):
-            if ann["category_id"] in self.wanted:
-                classes.append(ann["category_id"])
-                names.append(self.vocabulary[ann["category_id"]].name)
-                boxes.append(BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS))
-        return classes, names, boxes
+            if ann["category_id"] not in self.wanted:
+                continue
+            if kind == "boxes":
+                labels.boxes.append(BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS))
+            else:
+                clicked = [p for p, positive in zip(ann["point_coords"], ann["point_labels"]) if positive]
+                if not clicked:  # only points outside the object: nothing to pick with
+                    labels.skipped += 1
+                    continue
+                # PointSup stores the clicked pixel's index; its centre is half a pixel further
+                labels.points.append([clicked[0][0] + 0.5, clicked[0][1] + 0.5])
+            labels.classes.append(ann["category_id"])
+            labels.names.append(self.vocabulary[ann["category_id"]].name)
+        return labels
+
+    def caption_labels(self, captions: Sequence[str]) -> ImageLabels:
+        """The wanted classes an image's captions name, in order of first mention, for each the
+        caption phrase that named it first and, with ``counts``, the largest count any caption
+        gives it (captions describe the whole image; one that says "two stars" is not contradicted
+        by another that says "a star")."""
+        classes: Dict[int, str] = {}
+        counts: Dict[int, int] = {}
+        for caption in captions:
+            words = self.matcher.words(caption) if self.counts else None
+            for match in self.matcher.find(caption):
+                c = match.class_index
+                if c not in self.wanted:
+                    continue
+                classes.setdefault(c, match.phrase)
+                if self.counts:
+                    counts[c] = max(counts.get(c, 1), mention_count(words, match, self.vocabulary[c].names, self.plural_count))
+        return ImageLabels(list(classes), list(classes.values()), [counts[c] for c in classes] if self.counts else None)
+
+    def _class_scores(self, regions: torch.Tensor, classes: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Scores (P x labels) to pick by, and confidences when they are not sigmoid(S / T)."""
+        if self.score == "similarity":
+            return region_word_scores(regions, self.word_embeddings[classes]), None
+        predictor = self.model.roi_heads.box_predictor
+        unique, column = torch.unique(classes, return_inverse=True)
+        background = F.normalize(predictor.background_embedding, dim=0)
+        probabilities = restricted_class_probabilities(regions, self.word_embeddings[unique], background, predictor.temperature)[:, column]
+        return probabilities, probabilities
 
     @torch.no_grad()
     def __call__(self, batched_inputs: List[dict]) -> List[Instances]:
         """``batched_inputs``: detectron2 inputs (``image``, ``height``, ``width``) with
-        ``word_classes`` (vocabulary indices) and, for box weak labels, ``weak_boxes`` (one XYXY
-        box per class, in the input image's pixels). Returns per image, at its original size,
-        Instances with ``pred_boxes``, ``pred_masks`` (bool), ``scores`` (confidence),
-        ``pred_classes`` (vocabulary index) and ``word_index`` (position in ``word_classes``).
+        ``word_classes`` (vocabulary indices, one per label), optionally ``word_counts`` (regions
+        wanted per class word), and for box or point labels ``weak_boxes`` (XYXY) or
+        ``weak_points`` (x, y), one per label in the input image's pixels. Returns per image, at its
+        original size, Instances with ``pred_boxes``, ``pred_masks`` (bool), ``scores``
+        (confidence), ``pred_classes`` (vocabulary index) and ``word_index`` (position in
+        ``word_classes``).
 
-        A caption's class words pick proposals (``select_regions``); a given box is its own pick,
-        with confidence 1 (the box and class are annotated; the teacher draws only the mask)."""
+        Class words and tags pick proposals (``select_regions``), a point the best proposal that
+        contains it (``select_point_regions``); a given box is its own pick, with confidence 1 (the
+        box and class are annotated; the teacher draws only the mask)."""
         model = self.model
         was_training = model.training
         model.eval()
@@ -131,7 +201,13 @@ class PseudoLabeler:
                     continue
                 image_boxes, regions, image_deltas = regions_of[i]
                 classes = torch.as_tensor(x["word_classes"], dtype=torch.long, device=regions.device)
-                picked = select_regions(region_word_scores(regions, self.word_embeddings[classes]), self.selection)
+                scores, confidences = self._class_scores(regions, classes)
+                if "weak_points" in x:
+                    points = torch.as_tensor(x["weak_points"], dtype=torch.float32, device=regions.device).reshape(-1, 2)
+                    picked = select_point_regions(scores, image_boxes.tensor, points, confidences, self.selection)
+                else:
+                    picked = select_regions(scores, self.selection, counts=x.get("word_counts"), boxes=image_boxes.tensor,
+                                            confidences=confidences)
                 chosen = image_boxes.tensor[picked.regions]
                 if self.refine_boxes:
                     transform = model.roi_heads.box_predictor.box2box_transform

@@ -4,8 +4,10 @@ Plain torch on constructed or real tensors; the detectron2 labeler feeds it the 
 embeddings and the caption's word embeddings.
 """
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
+from torchvision.ops import box_iou
 
 
 @dataclass(frozen=True)
@@ -14,12 +16,17 @@ class SelectionConfig:
     min_score: float = 0.0  # drop pairs whose confidence is below this (XPM: no threshold)
     deduplicate: bool = False  # a region claimed by several words goes to its best word only
     temperature: float = 1.0  # confidence = sigmoid(S / temperature)
+    # a word's further picks must overlap its earlier ones by at most this box IoU (1: no
+    # suppression, the authors' top-k); used where boxes are given and a word wants several regions
+    pick_iou: float = 1.0
 
     def __post_init__(self):
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.pick_iou <= 1:
+            raise ValueError(f"pick_iou must be in (0, 1], got {self.pick_iou}")
 
 
 @dataclass
@@ -43,31 +50,96 @@ def region_word_scores(regions: torch.Tensor, words: torch.Tensor) -> torch.Tens
     return regions @ words.t()
 
 
-def select_regions(scores: torch.Tensor, config: SelectionConfig = SelectionConfig()) -> Selection:
+def restricted_class_probabilities(regions: torch.Tensor, words: torch.Tensor, background: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The teacher's classifier restricted to the image's named classes: softmax over
+    ``<region, word> / temperature`` for the W words plus the background embedding, P x W (the
+    background column dropped). A region that is no object puts its mass on background, so it loses
+    every word; the probability is the pick's confidence. Words must be distinct classes."""
+    classifier = torch.cat([words, background.reshape(1, -1)])
+    return torch.softmax(region_word_scores(regions, classifier) / temperature, dim=1)[:, : words.shape[0]]
+
+
+def select_regions(
+    scores: torch.Tensor,
+    config: SelectionConfig = SelectionConfig(),
+    *,
+    counts: Optional[Sequence[int]] = None,
+    boxes: Optional[torch.Tensor] = None,
+    confidences: Optional[torch.Tensor] = None,
+) -> Selection:
     """Pick regions for words from a P x W score matrix.
 
-    Each word takes its ``top_k`` highest-scoring regions (ties: the lower region index first, so
-    results do not depend on the sort implementation). Pairs under ``min_score`` confidence are
-    dropped, so a word may get no region. With ``deduplicate``, a region kept by several words stays
-    only with the word that scores it highest (ties: the lower word index); the other words keep
-    their remaining picks and are not given a replacement.
+    Each word takes its ``top_k`` highest-scoring regions, or ``counts[w]`` of them where counts
+    are given ("two stars" -> 2; ties: the lower region index first, so results do not depend on
+    the sort implementation). With ``boxes`` (P x 4, XYXY) and ``config.pick_iou`` < 1, a region
+    overlapping one of the word's earlier picks by more than that IoU is passed over (one object is
+    not labelled twice for "two"). Confidence is ``confidences`` at the pair (P x W, e.g.
+    ``restricted_class_probabilities``), else sigmoid(S / temperature); pairs under ``min_score``
+    are dropped, so a word may get no region. With ``deduplicate``, a region kept by several words
+    stays only with the word that scores it highest (ties: the lower word index); the other words
+    keep their remaining picks and are not given a replacement.
     """
     num_regions, num_words = scores.shape
-    k = min(config.top_k, num_regions)
     device = scores.device
-    if k == 0 or num_words == 0:
+    wanted = [config.top_k] * num_words if counts is None else [int(c) for c in counts]
+    if len(wanted) != num_words or any(c < 1 for c in wanted):
+        raise ValueError(f"counts must give each of the {num_words} words at least 1 region, got {list(counts)}")
+    if num_regions == 0 or num_words == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return Selection(empty, empty.clone(), scores.new_zeros(0), scores.new_zeros(0))
     # stable descending sort per word: equal scores keep region order
-    order = torch.sort(scores.t(), dim=1, descending=True, stable=True).indices[:, :k]  # W x k
-    words = torch.arange(num_words, device=device)[:, None].expand(-1, k).reshape(-1)
-    regions = order.reshape(-1)
+    order = torch.sort(scores.t(), dim=1, descending=True, stable=True).indices  # W x P
+    suppress = boxes is not None and config.pick_iou < 1 and max(wanted) > 1
+    overlaps = box_iou(boxes, boxes) if suppress else None
+    regions_of_word = []
+    for w, k in enumerate(wanted):
+        if overlaps is None:
+            regions_of_word.append(order[w, :k])
+            continue
+        taken = []
+        for r in order[w].tolist():
+            if len(taken) == k:
+                break
+            if not taken or overlaps[r, taken].max() <= config.pick_iou:
+                taken.append(r)
+        regions_of_word.append(torch.as_tensor(taken, dtype=torch.long, device=device))
+    regions = torch.cat(regions_of_word)
+    words = torch.cat([torch.full((len(r),), w, dtype=torch.long, device=device) for w, r in enumerate(regions_of_word)])
     picked = scores[regions, words]
-    confidences = torch.sigmoid(picked / config.temperature)
-    keep = confidences >= config.min_score
+    confidence = confidences[regions, words] if confidences is not None else torch.sigmoid(picked / config.temperature)
+    keep = confidence >= config.min_score
     if config.deduplicate:
         keep &= _best_word_per_region(regions, words, picked)
-    return Selection(regions[keep], words[keep], picked[keep], confidences[keep])
+    return Selection(regions[keep], words[keep], picked[keep], confidence[keep])
+
+
+def select_point_regions(scores: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, confidences: Optional[torch.Tensor] = None,
+                         config: SelectionConfig = SelectionConfig()) -> Selection:
+    """One region per clicked point: the best-scoring region whose box contains the point.
+
+    ``scores``: P x N, column n scoring the regions for point n's class; ``boxes`` P x 4 (XYXY);
+    ``points`` N x 2 (x, y) in the boxes' pixels. Regions that also contain another point are used
+    only where no region holds this point alone (two clicked objects are two instances, not one box
+    around both). A point inside no region gets nothing (the caller counts it). ``words`` of the
+    result are point indices. Confidence and ``min_score`` as in ``select_regions``.
+    """
+    num_points = points.shape[0]
+    device = scores.device
+    x, y = points[:, 0], points[:, 1]
+    contains = (boxes[:, None, 0] <= x) & (x <= boxes[:, None, 2]) & (boxes[:, None, 1] <= y) & (y <= boxes[:, None, 3])  # P x N
+    others = contains.sum(dim=1, keepdim=True) - contains.long()  # other points inside each region
+    alone = contains & (others == 0)
+    candidates = torch.where(alone.any(dim=0, keepdim=True), alone, contains)
+    masked = torch.where(candidates, scores, torch.full_like(scores, float("-inf")))
+    # stable sort: among equal scores the lower region index wins
+    best = torch.sort(masked.t(), dim=1, descending=True, stable=True).indices[:, 0] if num_points and len(boxes) else None
+    found = candidates.any(dim=0) if best is not None else torch.zeros(num_points, dtype=torch.bool, device=device)
+    words = torch.arange(num_points, device=device)[found]
+    regions = best[found] if best is not None else torch.zeros(0, dtype=torch.long, device=device)
+    picked = scores[regions, words]
+    confidence = confidences[regions, words] if confidences is not None else torch.sigmoid(picked / config.temperature)
+    keep = confidence >= config.min_score
+    return Selection(regions[keep], words[keep], picked[keep], confidence[keep])
 
 
 def _best_word_per_region(regions, words, picked) -> torch.Tensor:

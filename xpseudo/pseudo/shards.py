@@ -3,7 +3,7 @@
 A shard file is JSON lines:
     {"header": {"provenance": {...}, "shard": {"index", "count", "start", "end"}}}
     {"annotation": {...}}  ... the annotations of one image, then that image's line:
-    {"image": {"id", "file_name", "height", "width"}, "status": ..., "annotations": n, "empty_masks": m}
+    {"image": {"id", "file_name", "height", "width"}, "status": ..., "annotations": n, "empty_masks": m[, "skipped_labels": k]}
     ...
     {"footer": {"counts": {...}, "started": t, "finished": t}}
 While being written it is ``<name>.partial``; every image's block is flushed whole, so after a kill
@@ -101,11 +101,14 @@ class ShardWriter:
         self._file.write("".join(_dumps(x) + "\n" for x in lines).encode())
         self._file.flush()
 
-    def add(self, image: dict, status: str, annotations: List[dict], empty_masks: int = 0) -> None:
-        """Write one image's block: its annotations, then its image line."""
+    def add(self, image: dict, status: str, annotations: List[dict], empty_masks: int = 0, skipped_labels: int = 0) -> None:
+        """Write one image's block: its annotations, then its image line. ``skipped_labels``: weak
+        labels of the image that named no region (a clicked point inside no proposal)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         line = {"image": image, "status": status, "annotations": len(annotations), "empty_masks": empty_masks}
+        if skipped_labels:
+            line["skipped_labels"] = skipped_labels
         self._write([{"annotation": a} for a in annotations] + [line])
         self.done[image["id"]] = line
 
@@ -125,12 +128,13 @@ class ShardWriter:
 
 
 def count_images(image_lines) -> dict:
-    counts = {"images": 0, **{s: 0 for s in STATUSES}, "annotations": 0, "empty_masks": 0}
+    counts = {"images": 0, **{s: 0 for s in STATUSES}, "annotations": 0, "empty_masks": 0, "skipped_labels": 0}
     for line in image_lines:
         counts["images"] += 1
         counts[line["status"]] += 1
         counts["annotations"] += line["annotations"]
         counts["empty_masks"] += line["empty_masks"]
+        counts["skipped_labels"] += line.get("skipped_labels", 0)
     return counts
 
 
