@@ -284,7 +284,10 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         out = labeler(inputs)[0]
         _, embeddings = self.proposals_and_embeddings(labeler, inputs)
         predictor = labeler.model.roi_heads.box_predictor
-        classifier = torch.cat([labeler.word_embeddings[classes], torch.nn.functional.normalize(predictor.background_embedding, dim=0)[None]])
+        # the named classes compete with the base classes the teacher knows, and background
+        competing = classes + [SHAPES.index(c) for c in ("square", "triangle", "hexagon", "ring")]
+        self.assertEqual(labeler.known_classes, sorted(SHAPES.index(c) for c in ("circle", "square", "triangle", "hexagon", "ring")))
+        classifier = torch.cat([labeler.word_embeddings[competing], torch.nn.functional.normalize(predictor.background_embedding, dim=0)[None]])
         probabilities = torch.softmax(embeddings @ classifier.t() / predictor.temperature, dim=1)[:, :2]
         self.assertTrue(torch.allclose(out.scores, probabilities.max(dim=0).values))
         labeler.selection = type(labeler.selection)(min_score=float(out.scores.max()) + 1e-6)

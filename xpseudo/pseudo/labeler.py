@@ -57,15 +57,20 @@ class PseudoLabeler:
         score: str = "similarity",
         counts: bool = False,
         plural_count: int = 2,
+        known_classes: Sequence[int] = (),
     ):
         """``dataset_ids``: the category id written for each vocabulary index (default: the
         vocabulary's ids). ``counts``: a caption's number words and plurals ask for that many
-        regions ("two stars" -> 2, "stars" -> ``plural_count``); otherwise one per class word."""
+        regions ("two stars" -> 2, "stars" -> ``plural_count``); otherwise one per class word.
+        ``known_classes``: the classes the teacher was trained on (the base split); with the
+        restricted classifier they compete beside the image's named classes, so that an object of
+        a base class is not given to a novel word because it is surely no background."""
         if score not in SCORE_CHOICES:
             raise ValueError(f"score must be one of {SCORE_CHOICES}, got {score!r}")
         if plural_count < 1:
             raise ValueError(f"plural_count must be >= 1, got {plural_count}")
         self.score, self.counts, self.plural_count = score, counts, plural_count
+        self.known_classes = sorted(set(known_classes))
         self.model = model
         self.dataset_ids = list(dataset_ids) if dataset_ids is not None else vocabulary.ids
         self.vocabulary = vocabulary
@@ -106,6 +111,7 @@ class PseudoLabeler:
             options.SCORE,
             options.COUNTS,
             options.PLURAL_COUNT,
+            metadata.get("base_class_ids", []),
         )
 
     def image_labels(self, record: dict, kind: str) -> ImageLabels:
@@ -158,9 +164,11 @@ class PseudoLabeler:
         if self.score == "similarity":
             return region_word_scores(regions, self.word_embeddings[classes]), None
         predictor = self.model.roi_heads.box_predictor
-        unique, column = torch.unique(classes, return_inverse=True)
+        competing = torch.cat([classes, torch.as_tensor(self.known_classes, dtype=torch.long, device=classes.device)])
+        unique, column = torch.unique(competing, return_inverse=True)
         background = F.normalize(predictor.background_embedding, dim=0)
-        probabilities = restricted_class_probabilities(regions, self.word_embeddings[unique], background, predictor.temperature)[:, column]
+        probabilities = restricted_class_probabilities(regions, self.word_embeddings[unique], background, predictor.temperature)
+        probabilities = probabilities[:, column[: len(classes)]]
         return probabilities, probabilities
 
     @torch.no_grad()
