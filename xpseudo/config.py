@@ -116,18 +116,20 @@ def add_xpseudo_config(cfg):
     cfg.XPM.PSEUDO_LABELS.CLASSES = "all"
     # regions per caption word, best first (XPM: 1)
     cfg.XPM.PSEUDO_LABELS.TOP_K = 1
-    # confidence = sigmoid(cos(region, word) / SCORE_TEMPERATURE). The authors' release has no
-    # temperature (1.0; on unnormalised embeddings). At 0.1 every pick's confidence is ~0.99, so
-    # MIN_SCORE selects nothing; at 1.0 it lies in sigmoid([-1, 1]) = [0.27, 0.73].
+    # How a proposal is scored for a class word, tag or point: "classifier" = the teacher's
+    # classifier as a softmax over the image's named classes, the base classes it was trained on and
+    # background, so that proposals that are no object (or an object of a base class) lose; the
+    # probability is the confidence. "similarity" = cos(region, word), the authors'. Measured on
+    # shapes (README, "Pseudo-label captioned images"): novel AP50 of caption labels 9.0 -> 17.6.
+    cfg.XPM.PSEUDO_LABELS.SCORE = "classifier"
+    # With "similarity": confidence = sigmoid(cos(region, word) / SCORE_TEMPERATURE). The authors'
+    # release has no temperature (1.0; on unnormalised embeddings). At 0.1 every pick's confidence
+    # is ~0.99, so MIN_SCORE selects nothing; at 1.0 it lies in sigmoid([-1, 1]) = [0.27, 0.73].
     cfg.XPM.PSEUDO_LABELS.SCORE_TEMPERATURE = 0.1
-    # How a proposal is scored for a class word, tag or point: "similarity" = cos(region, word), the
-    # authors'; "classifier" = the teacher's classifier as a softmax over the image's named classes
-    # plus background, so proposals that are no object lose, and the probability is the confidence
-    # (calibrated by the teacher's own training; SCORE_TEMPERATURE is then unused).
-    cfg.XPM.PSEUDO_LABELS.SCORE = "similarity"
     # A caption's number words and plurals ask for that many regions per class word ("two stars" ->
-    # 2, "stars" or "several stars" -> PLURAL_COUNT), instead of TOP_K (the authors': one per word).
-    cfg.XPM.PSEUDO_LABELS.COUNTS = False
+    # 2, "stars" or "several stars" -> PLURAL_COUNT), instead of TOP_K (the authors': False, one
+    # region per word). Measured with "classifier": novel AP50 17.6 -> 20.9.
+    cfg.XPM.PSEUDO_LABELS.COUNTS = True
     cfg.XPM.PSEUDO_LABELS.PLURAL_COUNT = 2
     # A word's further picks may overlap its earlier ones by at most this box IoU (1.0: no suppression)
     cfg.XPM.PSEUDO_LABELS.PICK_IOU = 0.5
