@@ -359,6 +359,18 @@ class TestGeneratePseudoLabels(unittest.TestCase):
             labeling_records("test_bad_points")
         DatasetCatalog.remove("test_bad_points")
 
+    def test_file_names_are_written_relative_to_the_image_folder(self):
+        from xpseudo.pseudo.generate import image_entry
+
+        record = {"image_id": 1, "height": 8, "width": 9}
+        for root, file_name, written in (
+            ("datasets/shapes/images/train", "datasets/shapes/images/train/000001.png", "000001.png"),  # $DETECTRON2_DATASETS unset
+            ("/data/images", "/data/images/a/1.png", os.path.join("a", "1.png")),
+            ("/data/images", "/elsewhere/1.png", "/elsewhere/1.png"),  # outside the folder: kept whole
+            ("", "x/1.png", "x/1.png"),
+        ):
+            self.assertEqual(image_entry({**record, "file_name": file_name}, root)["file_name"], written)
+
     def test_bad_arguments_fail_before_any_work(self):
         out = os.path.join(self.tmp.name, "bad")
         result = self.run_tool("--output", out, "--num-shards", "20", check=False)

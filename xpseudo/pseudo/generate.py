@@ -124,8 +124,10 @@ class ShardImages(torch.utils.data.Dataset):
 
 def image_entry(record: dict, image_root: str, height: Optional[int] = None, width: Optional[int] = None) -> dict:
     file_name = record["file_name"]
-    if image_root and os.path.isabs(file_name):
-        file_name = os.path.relpath(file_name, image_root)
+    if image_root:  # relative to the dataset's image folder, whether both are absolute or both relative
+        relative = os.path.relpath(file_name, image_root)
+        if not relative.startswith(os.pardir):
+            file_name = relative
     return {"id": record["image_id"], "file_name": file_name, "height": height or record.get("height"), "width": width or record.get("width")}
 
 
