@@ -129,7 +129,7 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertNotIn(5, ids)  # captions name nothing
         first = a["annotations"][0]
         self.assertEqual(set(first), {"id", "image_id", "category_id", "segmentation", "bbox", "area", "iscrowd", "score", "word"})
-        self.assertEqual(a["images"][0]["file_name"], "000001.png")
+        self.assertEqual(a["images"][0]["file_name"], f"{a['images'][0]['id']:06d}.png")  # relative to the image folder
         with open(os.path.join(one, "provenance.json")) as f:
             provenance = json.load(f)
         self.assertEqual(provenance["counts"]["unreadable"], 1)
