@@ -7,7 +7,7 @@ CORE_MODULES = [
     "xpseudo.data.captions", "xpseudo.data.synthetic_shapes", "xpseudo.utils", "xpseudo.losses",
     "xpseudo.text.embedding_cache", "xpseudo.text.caption_words", "xpseudo.pseudo", "xpseudo.pseudo.selection",
     "xpseudo.pseudo.shards", "xpseudo.pseudo.annotations", "xpseudo.pseudo.label_index", "xpseudo.pseudo.index_from_json",
-    "xpseudo.pseudo.label_checks", "xpseudo.utils.json_stream", "xpseudo.losses.noise_aware", "xpseudo.slurm",
+    "xpseudo.pseudo.label_checks", "xpseudo.utils.json_stream", "xpseudo.losses.noise_aware", "xpseudo.losses.pseudo_mask", "xpseudo.losses.prototype_contrast", "xpseudo.slurm",
     "xpseudo.slurm.jobs", "xpseudo.slurm.pipeline_jobs", "xpseudo.data.image_files", "xpseudo.data.openimages",
     "xpseudo.data.conceptual_captions", "xpseudo.evaluation.lvis_compat", "xpseudo.evaluation.lvis_evaluation",
     "xpseudo.slurm.partition", "xpseudo.slurm.status", "xpseudo.utils.distributed", "xpseudo.pseudo.cli", "xpseudo.pipeline",

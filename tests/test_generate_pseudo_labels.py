@@ -112,6 +112,57 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertTrue(torch.allclose(refined.pred_boxes.tensor, expected.tensor, atol=1e-4))
         self.assertFalse(torch.allclose(refined.pred_boxes.tensor, raw.pred_boxes.tensor))
 
+    def test_uncertain_band_is_the_pasted_probability_between_its_bounds(self):
+        from detectron2.layers.mask_ops import paste_masks_in_image
+        from detectron2.structures import Instances
+
+        record = self.records[0]
+        classes = self.labeler.caption_labels(record["captions"]).classes
+        image = torch.as_tensor(np.ascontiguousarray(np.random.default_rng(2).integers(0, 255, (96, 96, 3)).transpose(2, 0, 1))).float()
+        inputs = [{"image": image, "height": 96, "width": 96, "word_classes": classes}]
+        self.labeler.uncertain_band = (0.3, 0.7)
+        try:
+            picked = self.labeler(inputs)[0]
+        finally:
+            self.labeler.uncertain_band = ()
+        self.assertFalse(self.labeler(inputs)[0].has("uncertain_masks"))  # not asked: not made
+        model = self.labeler.model
+        model.eval()
+        with torch.no_grad():
+            features = model.backbone(model.preprocess_image(inputs).tensor)
+            given = Instances((96, 96), pred_boxes=picked.pred_boxes, pred_classes=picked.pred_classes)
+            probabilities = model.roi_heads.forward_with_given_boxes(features, [given])[0].pred_masks[:, 0]
+        # threshold -1: the probability pasted as uint8 p * 255, rounded down
+        soft = paste_masks_in_image(probabilities, picked.pred_boxes, (96, 96), threshold=-1).float() / 255
+        expected = (soft >= 0.3) & (soft <= 0.7)
+        self.assertTrue(torch.equal(picked.uncertain_masks, expected))
+        self.assertTrue(picked.uncertain_masks.any())
+        self.assertFalse((picked.uncertain_masks & (soft > 0.7)).any())
+
+    def test_uncertain_band_written_checked_and_counted_in_the_settings(self):
+        out = os.path.join(self.tmp.name, "band")
+        self.run_tool("--output", out, "XPM.PSEUDO_LABELS.UNCERTAIN_BAND", "(0.3, 0.7)")
+        labels = self.load(out)
+        self.assertTrue(labels["annotations"])
+        for ann in labels["annotations"]:
+            band = ann["uncertain_segmentation"]
+            self.assertEqual(band["size"], ann["segmentation"]["size"])
+        with open(os.path.join(out, "provenance.json")) as f:
+            self.assertEqual(json.load(f)["selection"]["uncertain_band"], [0.3, 0.7])
+        # the student's check refuses a band of another size, naming the file and the entry
+        from xpseudo.pseudo.index_from_json import build_index_from_json
+        from xpseudo.utils.io import InputError
+
+        labels["annotations"][0]["uncertain_segmentation"]["size"] = [1, 1]
+        bad = os.path.join(out, "bad.json")
+        with open(bad, "w") as f:
+            json.dump(labels, f)
+        with self.assertRaisesRegex(InputError, "uncertain_segmentation") as caught:
+            build_index_from_json(bad, os.path.join(out, "bad.index"))
+        self.assertIn("bad.json", str(caught.exception))
+        with self.assertRaisesRegex(ValueError, "UNCERTAIN_BAND"):
+            PseudoLabeler(self.labeler.model, self.labeler.vocabulary, [0], uncertain_band=(0.7, 0.3))
+
     def test_sharded_equals_single_and_the_file_evaluates(self):
         one, three = os.path.join(self.tmp.name, "one"), os.path.join(self.tmp.name, "three")
         result = self.run_tool("--output", one)

@@ -67,7 +67,7 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
         # the sigma branch sees detached features: the mask tower gets no gradient through sigma
         model.zero_grad()
         with EventStorage():
-            logits, log_variance = model.roi_heads.mask_head.layers(torch.rand(3, 64, 14, 14, requires_grad=True))
+            logits, log_variance, _ = model.roi_heads.mask_head.layers(torch.rand(3, 64, 14, 14, requires_grad=True))
             log_variance.sum().backward()
         self.assertIsNone(model.roi_heads.mask_head.mask_fcn1.weight.grad)
 

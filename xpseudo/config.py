@@ -62,8 +62,14 @@ def add_xpseudo_config(cfg):
 
     # --- robust student (stage 4 of XPM) ---
     cfg.MODEL.XPM.STUDENT = CN()
-    # mask loss on pseudo instances: True = noise-aware (sampled logits mu + sigma * eps), False =
-    # plain BCE like ground truth (the ablation)
+    # mask loss on pseudo instances (xpseudo.losses.MASK_LOSSES): "noise_aware" (sampled logits
+    # mu + sigma * eps, XPM), "bce" (plain, like ground truth), "confidence_guided" (CLIP-ES's CGL:
+    # pixels whose teacher mask probability was in XPM.PSEUDO_LABELS.UNCERTAIN_BAND are ignored;
+    # needs pseudo labels made with that band) or "response_scaling" (after URN: BCE weighted by
+    # 1 - the spread of sigmoid(mu + log s) over the odds factors s in RESPONSE_SCALES)
+    cfg.MODEL.XPM.STUDENT.MASK_LOSS = "noise_aware"
+    cfg.MODEL.XPM.STUDENT.RESPONSE_SCALES = (0.25, 4.0)
+    # False: the older spelling of MASK_LOSS "bce"
     cfg.MODEL.XPM.STUDENT.NOISE_AWARE = True
     # samples of eps averaged in the likelihood (1 = BCE on one sampled logit, the authors' release:
     # sigma then shrinks for right and wrong labels alike)
@@ -83,6 +89,19 @@ def add_xpseudo_config(cfg):
     # the authors freeze the backbone and the RPN in this stage
     cfg.MODEL.XPM.STUDENT.FREEZE_BACKBONE = False
     cfg.MODEL.XPM.STUDENT.FREEZE_RPN = False
+
+    # --- pixel-to-prototype contrast on the mask features (NoiseAwareMaskHead; student, or a
+    # teacher given that head with MASK_LOSS "bce"); xpseudo.losses.prototype_contrast ---
+    cfg.MODEL.XPM.PROTOTYPE_CONTRAST = CN()
+    cfg.MODEL.XPM.PROTOTYPE_CONTRAST.WEIGHT = 0.0  # 0: off
+    cfg.MODEL.XPM.PROTOTYPE_CONTRAST.TEMPERATURE = 0.1
+    # prototypes are momentum averages of their class's pixels (background: the RoI's other pixels)
+    cfg.MODEL.XPM.PROTOTYPE_CONTRAST.MOMENTUM = 0.99
+    # anchor pixels per class and step, this fraction of them the least similar to their prototype
+    cfg.MODEL.XPM.PROTOTYPE_CONTRAST.PIXELS_PER_CLASS = 256
+    cfg.MODEL.XPM.PROTOTYPE_CONTRAST.HARD_FRACTION = 0.5
+    # pseudo masks' pixels count too (outside their uncertain band, when the labels have one)
+    cfg.MODEL.XPM.PROTOTYPE_CONTRAST.PSEUDO = True
 
     cfg.XPM = CN()
     # Caption-only datasets trained alongside DATASETS.TRAIN (which holds the annotated ones).
@@ -141,6 +160,10 @@ def add_xpseudo_config(cfg):
     # release does (its post-processor, without NMS); False keeps the raw proposal
     cfg.XPM.PSEUDO_LABELS.REFINE_BOXES = True
     cfg.XPM.PSEUDO_LABELS.MASK_THRESHOLD = 0.5
+    # (low, high): also store, per pseudo mask, the pixels whose teacher mask probability lies in
+    # [low, high] as an RLE "uncertain_segmentation" (what MODEL.XPM.STUDENT.MASK_LOSS
+    # confidence_guided ignores). Empty: not stored.
+    cfg.XPM.PSEUDO_LABELS.UNCERTAIN_BAND = ()
     # images per teacher forward pass
     cfg.XPM.PSEUDO_LABELS.IMS_PER_BATCH = 4
     return cfg

@@ -9,10 +9,12 @@ import os
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
 from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog, get_detection_dataset_dicts
 from detectron2.data import detection_utils as utils
 from detectron2.data.samplers import RepeatFactorTrainingSampler
+from detectron2.structures import BitMasks
 from detectron2.utils import comm
 
 from xpseudo.pseudo.index_from_json import build_index_from_json
@@ -156,16 +158,32 @@ def student_sampler(cfg, dataset: StudentDataset) -> Optional[VectorizedRepeatFa
 
 
 class PseudoAwareDatasetMapper(DatasetMapper):
-    """DatasetMapper that keeps each annotation's ``pseudo`` flag as ``instances.gt_pseudo``."""
+    """DatasetMapper that keeps each annotation's ``pseudo`` flag as ``instances.gt_pseudo`` and,
+    where the image's pseudo labels have them, their uncertain pixels
+    (``uncertain_segmentation``) as ``instances.gt_uncertain`` (BitMasks, transformed as the
+    masks are; empty for ground truth)."""
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
-        annotations = [
-            utils.transform_instance_annotations(obj, transforms, image_shape)
-            for obj in dataset_dict.pop("annotations")
-            if obj.get("iscrowd", 0) == 0
-        ]
+        kept = [obj for obj in dataset_dict.pop("annotations") if obj.get("iscrowd", 0) == 0]
+        bands = [obj.pop("uncertain_segmentation", None) for obj in kept]
+        annotations = [utils.transform_instance_annotations(obj, transforms, image_shape) for obj in kept]
         instances = utils.annotations_to_instances(annotations, image_shape, mask_format=self.instance_mask_format)
         instances.gt_pseudo = torch.tensor([bool(a.get("pseudo", False)) for a in annotations], dtype=torch.bool)
+        if any(b is not None for b in bands):
+            instances.gt_uncertain = _uncertain_masks(bands, transforms, image_shape)
         if self.recompute_boxes:
             instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
         dataset_dict["instances"] = utils.filter_empty_instances(instances)
+
+
+def _uncertain_masks(bands, transforms, image_shape) -> BitMasks:
+    """Each annotation's uncertain pixels (an RLE, or None: none), transformed like its mask."""
+    height, width = image_shape
+    masks = []
+    for band in bands:
+        if band is None:
+            masks.append(np.zeros((height, width), dtype=bool))
+            continue
+        decoded = mask_util.decode({"size": band["size"], "counts": band["counts"].encode() if isinstance(band["counts"], str) else band["counts"]})
+        masks.append(transforms.apply_segmentation(decoded).astype(bool))
+    return BitMasks(torch.as_tensor(np.stack(masks)))

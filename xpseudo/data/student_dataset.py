@@ -66,6 +66,8 @@ class PseudoLabelRecords:
         obj = {key: ann[key] for key in _ANNOTATION_KEYS if key in ann}
         if ann.get("segmentation"):
             obj["segmentation"] = ann["segmentation"]  # checked when indexed: an RLE with string counts
+        if ann.get("uncertain_segmentation"):
+            obj["uncertain_segmentation"] = ann["uncertain_segmentation"]  # the teacher's unsure pixels
         if obj.get("keypoints"):
             obj["keypoints"] = [v if k % 3 == 2 else v + 0.5 for k, v in enumerate(obj["keypoints"])]  # as load_coco_json
         obj["bbox_mode"] = BoxMode.XYWH_ABS

@@ -1,5 +1,6 @@
-"""Noise-aware mask head of the XPM student (registered in ROI_MASK_HEAD_REGISTRY)."""
-from typing import List
+"""Mask head of the XPM student (registered in ROI_MASK_HEAD_REGISTRY): the noise-aware loss or
+another pseudo-mask loss, and optionally pixel-to-prototype contrast on its mask features."""
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,8 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from xpseudo.losses.noise_aware import noise_aware_mask_loss, sigma_from_log_variance
+from xpseudo.losses.prototype_contrast import PrototypeBank, prototype_contrast_loss, sample_anchor_pixels
+from xpseudo.losses.pseudo_mask import MASK_LOSSES, confidence_guided_mask_loss, response_scaling_mask_loss
 
 
 @ROI_MASK_HEAD_REGISTRY.register()
@@ -18,23 +21,40 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
     """detectron2's conv-upsample mask head plus a sigma branch: a per-pixel log-variance predicted
     from the detached conv features, so the uncertainty never reshapes the mask features.
 
-    Training: ground-truth instances get plain BCE on the logits; pseudo instances
-    (``gt_pseudo`` True) the noise-aware loss (``xpseudo.losses.noise_aware``). Each instance's
-    mean sigma is stored as ``mask_sigma`` on its proposal for the re-weighting of the box losses.
+    Training: ground-truth instances get plain BCE on the logits; pseudo instances (``gt_pseudo``
+    True) the loss ``mask_loss`` names (``xpseudo.losses.MASK_LOSSES``): "noise_aware"
+    (``xpseudo.losses.noise_aware``), "bce", "confidence_guided" (pixels in the pseudo label's
+    ``gt_uncertain`` band are ignored) or "response_scaling". Each instance's mean sigma is stored
+    as ``mask_sigma`` on its proposal for the re-weighting of the box losses (without the
+    noise-aware loss sigma is never trained: the same for every instance).
+
+    With ``prototype_weight`` > 0 the mask features (after the deconvolution) are also contrasted
+    with one prototype per training class and one for background (``loss_prototype``;
+    ``xpseudo.losses.prototype_contrast``): pixels inside a ground-truth mask, or a pseudo mask
+    outside its uncertain band (``prototype_pseudo``), belong to its class, the RoI's other pixels
+    to background. ``size_prototypes`` sets the number of classes once the model knows them.
 
     Under DistributedDataParallel every trainable parameter must be part of every step's graph, on
     every rank. So the sigma branch always enters the loss (with weight zero on a batch without
     pseudo instances), and after ``sigma_freeze_iter`` it stays in the graph with a zero gradient;
     ``frozen_parameters()`` then names its weights, and the trainer's
     ``xpseudo.engine.hooks.DropFrozenGradients`` clears their gradients before the optimizer step,
-    so neither momentum nor weight decay moves them. Without the noise-aware loss the branch is
-    never trained (its parameters do not require gradients).
+    so neither momentum nor weight decay moves them. The prototype update is a collective (sums
+    over processes) made on every step, whatever the batch holds.
     """
 
     @configurable
     def __init__(self, input_shape, *, noise_aware: bool = True, num_samples: int = 8, sigma_freeze_iter: int = -1,
-                 sigma_init: float = -2.0, **kwargs):
+                 sigma_init: float = -2.0, mask_loss: str = "noise_aware", response_scales: Sequence[float] = (0.25, 4.0),
+                 prototype_weight: float = 0.0, prototype_temperature: float = 0.1, prototype_momentum: float = 0.99,
+                 prototype_pixels: int = 256, prototype_hard_fraction: float = 0.5, prototype_pseudo: bool = True, **kwargs):
         super().__init__(input_shape, **kwargs)
+        if mask_loss not in MASK_LOSSES:
+            raise ValueError(f"MODEL.XPM.STUDENT.MASK_LOSS must be one of {MASK_LOSSES}, got {mask_loss!r}")
+        if not noise_aware:  # the older spelling of the plain-BCE ablation
+            if mask_loss not in ("noise_aware", "bce"):
+                raise ValueError(f"MODEL.XPM.STUDENT.NOISE_AWARE False means MASK_LOSS bce; it contradicts MASK_LOSS {mask_loss!r}")
+            mask_loss = "bce"
         conv_dim = self.deconv.in_channels
         self.sigma = nn.Sequential(
             Conv2d(conv_dim, conv_dim, kernel_size=3, padding=1, activation=F.relu),
@@ -47,28 +67,54 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
             nn.init.zeros_(layer.bias)
         nn.init.zeros_(self.sigma[3].weight)  # start with the same sigma everywhere
         nn.init.constant_(self.sigma[3].bias, sigma_init)
-        self.noise_aware, self.num_samples, self.sigma_freeze_iter = noise_aware, num_samples, sigma_freeze_iter
-        if not noise_aware:  # the plain-BCE ablation only reads sigma for the box-loss weights
+        self.mask_loss, self.response_scales = mask_loss, tuple(response_scales)
+        self.noise_aware = mask_loss == "noise_aware"
+        self.num_samples, self.sigma_freeze_iter = num_samples, sigma_freeze_iter
+        if not self.noise_aware:  # other losses only read sigma for the box-loss weights
             self.sigma.requires_grad_(False)
+        self.prototype_weight, self.prototype_temperature = prototype_weight, prototype_temperature
+        self.prototype_pixels, self.prototype_hard_fraction = prototype_pixels, prototype_hard_fraction
+        self.prototype_pseudo, self.prototype_momentum = prototype_pseudo, prototype_momentum
+        self.prototypes: Optional[PrototypeBank] = None
+        if prototype_weight > 0:
+            self.size_prototypes(1)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         noise = cfg.MODEL.XPM.STUDENT
-        ret.update(noise_aware=noise.NOISE_AWARE, num_samples=noise.NUM_SAMPLES, sigma_freeze_iter=noise.SIGMA_FREEZE_ITER, sigma_init=noise.SIGMA_INIT)
+        contrast = cfg.MODEL.XPM.PROTOTYPE_CONTRAST
+        ret.update(
+            noise_aware=noise.NOISE_AWARE, num_samples=noise.NUM_SAMPLES, sigma_freeze_iter=noise.SIGMA_FREEZE_ITER,
+            sigma_init=noise.SIGMA_INIT, mask_loss=noise.MASK_LOSS, response_scales=noise.RESPONSE_SCALES,
+            prototype_weight=contrast.WEIGHT, prototype_temperature=contrast.TEMPERATURE,
+            prototype_momentum=contrast.MOMENTUM, prototype_pixels=contrast.PIXELS_PER_CLASS,
+            prototype_hard_fraction=contrast.HARD_FRACTION, prototype_pseudo=contrast.PSEUDO,
+        )
         return ret
 
+    def size_prototypes(self, num_classes: int) -> None:
+        """One prototype per class plus background (index ``num_classes``); a no-op without the
+        contrast or when already of that size."""
+        if self.prototype_weight <= 0 or (self.prototypes is not None and self.prototypes.prototypes.shape[0] == num_classes + 1):
+            return
+        device = self.predictor.weight.device
+        self.prototypes = PrototypeBank(num_classes + 1, self.deconv.out_channels, self.prototype_momentum).to(device)
+
     def layers(self, x):
-        """Mask logits and per-pixel log-variance (both N x 1 x M x M for a class-agnostic head)."""
+        """Mask logits and per-pixel log-variance (both N x 1 x M x M for a class-agnostic head),
+        and the mask features the logits are predicted from (N x C x M x M)."""
         for name, layer in self.named_children():
             if name == "deconv":
                 features = x
-            if name != "sigma":
+            if name == "predictor":
+                pixels = x
+            if name not in ("sigma", "prototypes"):
                 x = layer(x)
         log_variance = self.sigma(features.detach())
         if self.training and self.sigma_frozen():
             log_variance = zero_gradient(log_variance)
-        return x, log_variance
+        return x, log_variance, pixels
 
     def sigma_frozen(self) -> bool:
         return self.sigma_freeze_iter >= 0 and get_event_storage().iter >= self.sigma_freeze_iter
@@ -80,29 +126,41 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         return []
 
     def forward(self, x, instances: List[Instances]):
-        logits, log_variance = self.layers(x)
+        logits, log_variance, pixels = self.layers(x)
         if not self.training:
             mask_rcnn_inference(logits, instances)
             return instances
-        return {"loss_mask": self.loss(logits[:, 0], log_variance[:, 0], instances) * self.loss_weight}
+        losses = {"loss_mask": self.loss(logits[:, 0], log_variance[:, 0], instances, pixels) * self.loss_weight}
+        if self.prototypes is not None:
+            losses["loss_prototype"] = self.prototype_weight * self._prototype_loss
+        return losses
 
-    def loss(self, logits: torch.Tensor, log_variance: torch.Tensor, instances: List[Instances]) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, log_variance: torch.Tensor, instances: List[Instances], pixels: Optional[torch.Tensor] = None) -> torch.Tensor:
         side = logits.shape[-1]
-        targets, pseudo = [], []
+        targets, pseudo, uncertain, classes, banded = [], [], [], [], []
         for image in instances:
             if len(image) == 0:
                 continue
-            targets.append(image.gt_masks.crop_and_resize(image.proposal_boxes.tensor, side).to(logits.device))
+            boxes = image.proposal_boxes.tensor
+            targets.append(image.gt_masks.crop_and_resize(boxes, side).to(logits.device))
             pseudo.append(image.gt_pseudo if image.has("gt_pseudo") else torch.zeros(len(image), dtype=torch.bool, device=logits.device))
+            has_band = image.has("gt_uncertain")
+            banded.append(torch.full((len(image),), has_band, dtype=torch.bool, device=logits.device))
+            uncertain.append(image.gt_uncertain.crop_and_resize(boxes, side).to(logits.device) if has_band else torch.zeros_like(targets[-1]))
+            classes.append(image.gt_classes)
         # zero-weight terms keep every parameter in the graph on every rank (see the class docstring)
         in_graph = log_variance.sum() * 0 if self.noise_aware else 0
         if not targets:
+            if self.prototypes is not None:
+                none = logits.new_zeros(0, side, side, dtype=torch.bool)
+                self._prototype_loss = self._contrast(pixels, none.to(logits.dtype), none, logits.new_zeros(0, dtype=torch.long), none[:, 0, 0])
             return logits.sum() * 0 + in_graph
-        targets, pseudo = cat(targets).to(logits.dtype), cat(pseudo)
+        targets, pseudo, uncertain, classes, banded = cat(targets).to(logits.dtype), cat(pseudo), cat(uncertain).bool(), cat(classes), cat(banded)
         per_instance = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).mean(1)
-        if self.noise_aware and pseudo.any():
-            noisy = noise_aware_mask_loss(logits[pseudo], log_variance[pseudo], targets[pseudo], self.num_samples)
-            per_instance = per_instance.masked_scatter(pseudo, noisy)
+        if pseudo.any() and self.mask_loss != "bce":
+            per_instance = per_instance.masked_scatter(pseudo, self._pseudo_mask_loss(logits[pseudo], log_variance[pseudo], targets[pseudo], uncertain[pseudo], banded[pseudo]))
+        if self.prototypes is not None:
+            self._prototype_loss = self._contrast(pixels, targets, uncertain, classes, pseudo)
         sigma = sigma_from_log_variance(log_variance.detach()).flatten(1).mean(1)
         start = 0
         for image in instances:  # each proposal's mean sigma, for the box-loss weights
@@ -114,6 +172,35 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         if (~pseudo).any():
             storage.put_scalar("noise_aware/gt_sigma", sigma[~pseudo].mean().item())
         return (per_instance.mean() if per_instance.numel() else logits.sum() * 0) + in_graph
+
+    def _pseudo_mask_loss(self, logits, log_variance, targets, uncertain, banded) -> torch.Tensor:
+        if self.mask_loss == "noise_aware":
+            return noise_aware_mask_loss(logits, log_variance, targets, self.num_samples)
+        if self.mask_loss == "response_scaling":
+            return response_scaling_mask_loss(logits, targets, self.response_scales)
+        if not banded.all():
+            raise ValueError(
+                "MODEL.XPM.STUDENT.MASK_LOSS confidence_guided needs pseudo labels with 'uncertain_segmentation' "
+                "(make them with XPM.PSEUDO_LABELS.UNCERTAIN_BAND set)"
+            )
+        return confidence_guided_mask_loss(logits, targets, uncertain)
+
+    def _contrast(self, pixels, targets, uncertain, classes, pseudo) -> torch.Tensor:
+        """The prototype contrast of this step's mask-feature pixels, then the prototype update
+        (on every process, every step: it sums over processes)."""
+        background = self.prototypes.prototypes.shape[0] - 1
+        flat = pixels.permute(0, 2, 3, 1).reshape(-1, pixels.shape[1])
+        labels = torch.where(targets > 0.5, classes.clamp(max=background)[:, None, None], background).flatten()
+        usable = ~uncertain
+        if not self.prototype_pseudo:
+            usable = usable & ~pseudo[:, None, None]
+        usable = usable.flatten()
+        flat, labels = flat[usable], labels[usable]
+        bank = self.prototypes
+        anchors = sample_anchor_pixels(flat, labels, bank.prototypes, bank.initialized, self.prototype_pixels, self.prototype_hard_fraction)
+        loss = prototype_contrast_loss(flat[anchors], labels[anchors], bank.prototypes.clone(), bank.initialized.clone(), self.prototype_temperature)
+        bank.update(flat, labels)
+        return loss + pixels.sum() * 0
 
 
 class _ZeroGradient(torch.autograd.Function):

@@ -95,6 +95,9 @@ class XPMTeacher(GeneralizedRCNN):
             self.roi_heads.box_predictor.projection.requires_grad_(False)
         self.train_vocabulary = train_vocabulary
         self.set_vocabulary(train_vocabulary, "the training classes")
+        mask_head = getattr(self.roi_heads, "mask_head", None)
+        if hasattr(mask_head, "size_prototypes"):  # one prototype per training class (the student's contrast)
+            mask_head.size_prototypes(len(train_vocabulary))
         self.word_table, self.num_class_words = word_table, num_class_words
         self._word_vocabulary: Optional[Vocabulary] = None
         self.register_buffer("_word_embeddings", torch.zeros(0, 1), persistent=False)

@@ -79,6 +79,7 @@ def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dic
             "plural_count": labeler.plural_count,
             "refine_boxes": labeler.refine_boxes,
             "mask_threshold": labeler.mask_threshold,
+            "uncertain_band": list(labeler.uncertain_band),
         },
         "num_shards": num_shards,
     }
@@ -185,8 +186,9 @@ def _write_item(writer: ShardWriter, item: dict, outputs, labeler: PseudoLabeler
     skipped = item["skipped"] + (len(item["words"]) - len(set(instances.word_index.tolist())) if "weak_points" in item else 0)
     category_ids = [labeler.dataset_ids[c] for c in instances.pred_classes.tolist()]
     words = [item["words"][w] for w in instances.word_index.tolist()]
+    uncertain = instances.uncertain_masks.numpy() if instances.has("uncertain_masks") else None
     annotations, empty = encode_pseudo_annotations(
-        record["image_id"], instances.pred_masks.numpy(), category_ids, instances.scores.tolist(), words
+        record["image_id"], instances.pred_masks.numpy(), category_ids, instances.scores.tolist(), words, uncertain
     )
     entry = image_entry(record, image_root, item["height"], item["width"])
     writer.add(entry, "labeled" if annotations else "unlabeled", annotations, empty, skipped)

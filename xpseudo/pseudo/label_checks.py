@@ -56,6 +56,14 @@ def annotation_problem(ann) -> Tuple[Optional[str], Optional[Tuple[int, int]], i
         return f"unreadable RLE counts ({e})", None, 0
     if area <= 0 or area > size[0] * size[1] or ("area" in ann and abs(area - ann["area"]) > 1):
         return f"RLE counts do not decode to a mask of area {ann.get('area')} inside the image", None, 0
+    band = ann.get("uncertain_segmentation")
+    if band is not None:
+        if not (isinstance(band, dict) and isinstance(band.get("counts"), str) and band.get("size") == size):
+            return f"'uncertain_segmentation' must be an RLE with string counts and the size {size} of its segmentation", None, 0
+        try:
+            mask_util.area({"size": size, "counts": band["counts"].encode()})
+        except Exception as e:
+            return f"unreadable 'uncertain_segmentation' counts ({e})", None, 0
     box = ann.get("bbox")
     if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
         return f"'bbox' must be 4 numbers [x, y, width, height], got {box!r}", None, 0

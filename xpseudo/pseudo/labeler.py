@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.data import MetadataCatalog
+from detectron2.layers.mask_ops import paste_masks_in_image
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import Boxes, BoxMode, ImageList, Instances
 
@@ -58,18 +59,25 @@ class PseudoLabeler:
         counts: bool = False,
         plural_count: int = 2,
         known_classes: Sequence[int] = (),
+        uncertain_band: Sequence[float] = (),
     ):
         """``dataset_ids``: the category id written for each vocabulary index (default: the
         vocabulary's ids). ``counts``: a caption's number words and plurals ask for that many
         regions ("two stars" -> 2, "stars" -> ``plural_count``); otherwise one per class word.
         ``known_classes``: the classes the teacher was trained on (the base split); with the
         restricted classifier they compete beside the image's named classes, so that an object of
-        a base class is not given to a novel word because it is surely no background."""
+        a base class is not given to a novel word because it is surely no background.
+        ``uncertain_band``: (low, high); each result then also has ``uncertain_masks``, the pixels
+        whose pasted mask probability lies in [low, high] (what the confidence-guided student
+        loss ignores)."""
         if score not in SCORE_CHOICES:
             raise ValueError(f"score must be one of {SCORE_CHOICES}, got {score!r}")
         if plural_count < 1:
             raise ValueError(f"plural_count must be >= 1, got {plural_count}")
         self.score, self.counts, self.plural_count = score, counts, plural_count
+        if uncertain_band and not (len(uncertain_band) == 2 and 0.0 <= uncertain_band[0] <= uncertain_band[1] <= 1.0):
+            raise ValueError(f"XPM.PSEUDO_LABELS.UNCERTAIN_BAND must be (low, high) with 0 <= low <= high <= 1, got {tuple(uncertain_band)}")
+        self.uncertain_band = tuple(float(v) for v in uncertain_band)
         self.known_classes = sorted(set(known_classes))
         self.model = model
         self.dataset_ids = list(dataset_ids) if dataset_ids is not None else vocabulary.ids
@@ -112,6 +120,7 @@ class PseudoLabeler:
             options.COUNTS,
             options.PLURAL_COUNT,
             metadata.get("base_class_ids", []),
+            options.UNCERTAIN_BAND,
         )
 
     def image_labels(self, record: dict, kind: str) -> ImageLabels:
@@ -228,12 +237,21 @@ class PseudoLabeler:
                 instances.word_index = picked.words
                 results.append(instances)
             results = model.roi_heads.forward_with_given_boxes(features, results)
-            return [
-                detector_postprocess(r, x.get("height", s[0]), x.get("width", s[1]), mask_threshold=self.mask_threshold)
-                for r, x, s in zip(results, batched_inputs, images.image_sizes)
-            ]
+            return [self._paste(r, x.get("height", s[0]), x.get("width", s[1])) for r, x, s in zip(results, batched_inputs, images.image_sizes)]
         finally:
             model.train(was_training)
+
+
+    def _paste(self, result: Instances, height: int, width: int) -> Instances:
+        """Masks pasted at the original size at ``mask_threshold``, and the uncertain band."""
+        probabilities = result.pred_masks
+        pasted = detector_postprocess(result, height, width, mask_threshold=self.mask_threshold)
+        if self.uncertain_band:
+            # threshold < 0: detectron2 pastes the probability itself, as round-down uint8 of p * 255
+            soft = paste_masks_in_image(probabilities[:, 0], pasted.pred_boxes, pasted.image_size, threshold=-1)
+            low, high = self.uncertain_band
+            pasted.uncertain_masks = (soft >= low * 255) & (soft <= high * 255)
+        return pasted
 
 
 def _given_boxes_instances(boxes: torch.Tensor, classes: torch.Tensor, image_size) -> Instances:
