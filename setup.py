@@ -12,7 +12,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["xpseudo", "xpseudo.*"]),
+    # projects/CLIPES's package too, so its tool and the tests import it from anywhere
+    packages=find_packages(include=["xpseudo", "xpseudo.*"]) + ["clipes"],
+    package_dir={"clipes": "projects/CLIPES/clipes"},
     install_requires=[
         "torch",
         "torchvision",

@@ -169,11 +169,14 @@ def add_xpseudo_config(cfg):
     return cfg
 
 
-def load_config(config_file: str, opts=(), **overrides):
-    """detectron2's defaults + xpseudo's keys, then ``config_file``, the KEY VALUE list ``opts``
-    and ``overrides`` ({"MODEL.WEIGHTS": ""}, for settings a tool imposes). Not frozen."""
+def load_config(config_file: str, opts=(), add_config=None, **overrides):
+    """detectron2's defaults + xpseudo's keys (+ a project's: ``add_config(cfg)``), then
+    ``config_file``, the KEY VALUE list ``opts`` and ``overrides`` ({"MODEL.WEIGHTS": ""}, for
+    settings a tool imposes). Not frozen."""
     cfg = get_cfg()
     add_xpseudo_config(cfg)
+    if add_config is not None:
+        add_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts) + [x for item in overrides.items() for x in item])
     return cfg

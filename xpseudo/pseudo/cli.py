@@ -54,12 +54,13 @@ def parse_args(argv=None):
     return args
 
 
-def setup(args):
+def setup(args, add_config=None):
+    """The frozen config (xpseudo's keys, plus a project's through ``add_config(cfg)``) and the logs."""
     from detectron2.utils.logger import setup_logger
 
     from xpseudo.config import load_config
 
-    cfg = load_config(args.config_file, args.opts)
+    cfg = load_config(args.config_file, args.opts, add_config=add_config)
     cfg.freeze()
     os.makedirs(args.output, exist_ok=True)
     name = "log.txt" if args.shard_index is None else f"log_shard{args.shard_index}.txt"
@@ -71,22 +72,30 @@ def setup(args):
 def generate(args) -> None:
     import torch
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.data import MetadataCatalog
     from detectron2.modeling import build_model
 
     import xpseudo.data.builtin  # noqa: F401  registers the builtin datasets
     import xpseudo.modeling  # noqa: F401  registers the models
-    from xpseudo.pseudo.generate import generate_shard
     from xpseudo.pseudo.labeler import PseudoLabeler
 
     cfg = setup(args)
     dataset, records = check_inputs(cfg, args, require_weights=True)
-    num_shards = args.num_shards or 1
-    indices = range(num_shards) if args.shard_index is None else [args.shard_index]
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     torch.set_grad_enabled(False)
     labeler = PseudoLabeler.from_config(cfg, model, dataset)
+    write_shards(cfg, args, labeler, dataset, records)
+
+
+def write_shards(cfg, args, labeler, dataset: str, records) -> None:
+    """The shards ``args`` asks for (all, or --shard-index), then the merge when all were asked;
+    ``labeler``: xpseudo's ``PseudoLabeler`` or one with its interface (a project's)."""
+    from detectron2.data import MetadataCatalog
+
+    from xpseudo.pseudo.generate import generate_shard
+
+    num_shards = args.num_shards or 1
+    indices = range(num_shards) if args.shard_index is None else [args.shard_index]
     log = logging.getLogger("xpseudo")
     for index in indices:
         counts = generate_shard(cfg, labeler, dataset, args.output, num_shards, index, records)

@@ -16,7 +16,6 @@ from tqdm import tqdm
 from xpseudo.utils.io import InputError
 
 from .annotations import encode_pseudo_annotations
-from .labeler import PseudoLabeler
 from .shards import ShardWriter, shard_bounds, shard_path
 
 logger = logging.getLogger(__name__)
@@ -49,8 +48,11 @@ def labeling_records(dataset_name: str) -> List[dict]:
     return records
 
 
-def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dict], num_shards: int) -> dict:
-    """What the labels depend on; every shard of one run carries the same (the merge checks it)."""
+def provenance(cfg, labeler, dataset_name: str, records: List[dict], num_shards: int) -> dict:
+    """What the labels depend on; every shard of one run carries the same (the merge checks it).
+    ``labeler``: a ``PseudoLabeler`` or any labeler with its interface (``WeakLabelReader``'s
+    ``image_labels``, ``vocabulary``, ``wanted``, ``dataset_ids``, ``settings()``, and a call that
+    gives Instances as ``PseudoLabeler.__call__`` does)."""
     weights = cfg.MODEL.WEIGHTS
     config = cfg.clone()
     config.defrost()
@@ -68,19 +70,8 @@ def provenance(cfg, labeler: PseudoLabeler, dataset_name: str, records: List[dic
         "caption_vocabulary_file": MetadataCatalog.get(dataset_name).get("caption_vocabulary_file"),
         "classes": cfg.XPM.PSEUDO_LABELS.CLASSES,
         "wanted_classes": [labeler.vocabulary[i].name for i in sorted(labeler.wanted)],
-        "selection": {
-            "top_k": labeler.selection.top_k,
-            "min_score": labeler.selection.min_score,
-            "deduplicate": labeler.selection.deduplicate,
-            "score_temperature": labeler.selection.temperature,
-            "pick_iou": labeler.selection.pick_iou,
-            "score": labeler.score,
-            "counts": labeler.counts,
-            "plural_count": labeler.plural_count,
-            "refine_boxes": labeler.refine_boxes,
-            "mask_threshold": labeler.mask_threshold,
-            "uncertain_band": list(labeler.uncertain_band),
-        },
+        "labeler": getattr(labeler, "name", type(labeler).__name__),
+        "selection": labeler.settings(),
         "num_shards": num_shards,
     }
     return json.loads(json.dumps(info))  # JSON types only, so it compares equal to a shard's header
@@ -90,7 +81,7 @@ class ShardImages(torch.utils.data.Dataset):
     """Decoded, resized images of a slice with what names their classes: caption words (with their
     counts), tags, boxes or points (``kind``). Images naming no wanted class are not read."""
 
-    def __init__(self, records, labeler: PseudoLabeler, cfg, kind: str = "captions"):
+    def __init__(self, records, labeler, cfg, kind: str = "captions"):
         self.records, self.labeler, self.kind = records, labeler, kind
         self.resize = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.format = cfg.INPUT.FORMAT
@@ -137,7 +128,7 @@ def iterate_batches(dataset: ShardImages, batch_size: int, num_workers: int) -> 
     yield from loader
 
 
-def generate_shard(cfg, labeler: PseudoLabeler, dataset_name: str, output_dir: str, num_shards: int, shard_index: int,
+def generate_shard(cfg, labeler, dataset_name: str, output_dir: str, num_shards: int, shard_index: int,
                    records: Optional[List[dict]] = None) -> dict:
     """Write shard ``shard_index`` of ``num_shards`` to OUTPUT/shards/ (skipped when it is already
     finished; continued when a previous run was interrupted). Returns the shard's counts."""
@@ -172,7 +163,7 @@ def generate_shard(cfg, labeler: PseudoLabeler, dataset_name: str, output_dir: s
         writer.close()
 
 
-def _write_item(writer: ShardWriter, item: dict, outputs, labeler: PseudoLabeler, image_root: str) -> None:
+def _write_item(writer: ShardWriter, item: dict, outputs, labeler, image_root: str) -> None:
     record = item["record"]
     if "error" in item:
         logger.warning(f"unreadable image {record['file_name']} (id {record['image_id']}): {item['error']}")

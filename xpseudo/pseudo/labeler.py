@@ -1,20 +1,19 @@
 """The cross-modal pseudo-labeler: a trained teacher and an image's weak labels (caption words,
 tags, boxes or points) -> pseudo instances."""
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.data import MetadataCatalog
 from detectron2.layers.mask_ops import paste_masks_in_image
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import Boxes, BoxMode, ImageList, Instances
+from detectron2.structures import Boxes, ImageList, Instances
 
 from xpseudo.text.caption_matcher import CaptionMatcher
-from xpseudo.text.mention_counts import mention_count
 from xpseudo.text.vocabulary import Vocabulary
 
 from .selection import SelectionConfig, region_word_scores, restricted_class_probabilities, select_point_regions, select_regions
+from .weak_label_reader import ImageLabels, WeakLabelReader  # noqa: F401  ImageLabels: re-exported
 
 CLASS_CHOICES = ("all", "novel", "base")
 # how a region is scored for a class: the authors' cosine of region and word, or the teacher's
@@ -22,19 +21,7 @@ CLASS_CHOICES = ("all", "novel", "base")
 SCORE_CHOICES = ("similarity", "classifier")
 
 
-@dataclass
-class ImageLabels:
-    """What one image's weak labels say, per label: the class (vocabulary index) and what named it."""
-
-    classes: List[int] = field(default_factory=list)
-    names: List[str] = field(default_factory=list)  # caption phrase, or the class name
-    counts: Optional[List[int]] = None  # regions wanted per class (captions with counts)
-    boxes: Optional[List[List[float]]] = None  # XYXY per label, record pixels (box labels)
-    points: Optional[List[List[float]]] = None  # (x, y) per label, record pixels (point labels)
-    skipped: int = 0  # labels that cannot name a region (an object with no positive point)
-
-
-class PseudoLabeler:
+class PseudoLabeler(WeakLabelReader):
     """Runs stage 3 of XPM on batches of images.
 
     Per image: the teacher's RPN proposals (test-time settings) -> region embeddings; the caption's
@@ -72,21 +59,35 @@ class PseudoLabeler:
         loss ignores)."""
         if score not in SCORE_CHOICES:
             raise ValueError(f"score must be one of {SCORE_CHOICES}, got {score!r}")
-        if plural_count < 1:
-            raise ValueError(f"plural_count must be >= 1, got {plural_count}")
-        self.score, self.counts, self.plural_count = score, counts, plural_count
+        super().__init__(vocabulary, wanted_classes, matcher, counts, plural_count)
+        self.score = score
         if uncertain_band and not (len(uncertain_band) == 2 and 0.0 <= uncertain_band[0] <= uncertain_band[1] <= 1.0):
             raise ValueError(f"XPM.PSEUDO_LABELS.UNCERTAIN_BAND must be (low, high) with 0 <= low <= high <= 1, got {tuple(uncertain_band)}")
         self.uncertain_band = tuple(float(v) for v in uncertain_band)
         self.known_classes = sorted(set(known_classes))
         self.model = model
         self.dataset_ids = list(dataset_ids) if dataset_ids is not None else vocabulary.ids
-        self.vocabulary = vocabulary
-        self.matcher = matcher or CaptionMatcher(vocabulary)
-        self.wanted = frozenset(wanted_classes)
         self.selection, self.refine_boxes, self.mask_threshold = selection, refine_boxes, mask_threshold
         model.set_vocabulary(vocabulary, "the pseudo-label vocabulary")
         self.word_embeddings = model.roi_heads.box_predictor.class_embeddings
+
+    name = "xpm"  # the labeler, as provenance.json names it
+
+    def settings(self) -> dict:
+        """What the labels depend on besides the teacher, config and data (for provenance.json)."""
+        return {
+            "top_k": self.selection.top_k,
+            "min_score": self.selection.min_score,
+            "deduplicate": self.selection.deduplicate,
+            "score_temperature": self.selection.temperature,
+            "pick_iou": self.selection.pick_iou,
+            "score": self.score,
+            "counts": self.counts,
+            "plural_count": self.plural_count,
+            "refine_boxes": self.refine_boxes,
+            "mask_threshold": self.mask_threshold,
+            "uncertain_band": list(self.uncertain_band),
+        }
 
     def _given_boxes(self, x: dict, image_size) -> Instances:
         device = self.word_embeddings.device
@@ -122,51 +123,6 @@ class PseudoLabeler:
             metadata.get("base_class_ids", []),
             options.UNCERTAIN_BAND,
         )
-
-    def image_labels(self, record: dict, kind: str) -> ImageLabels:
-        """The wanted classes an image's weak labels of ``kind`` name ("captions", "tags", "boxes"
-        or "points"; records as ``register_ovis_dataset`` loads them, contiguous class ids)."""
-        if kind == "captions":
-            return self.caption_labels(record["captions"])
-        if kind == "tags":
-            classes = [c for c in record.get("tags", []) if c in self.wanted]
-            return ImageLabels(classes, [self.vocabulary[c].name for c in classes])
-        if kind not in ("boxes", "points"):
-            raise ValueError(f"unknown weak-label kind {kind!r}")
-        labels = ImageLabels(**{kind: []})
-        for ann in record.get("annotations", []):
-            if ann["category_id"] not in self.wanted:
-                continue
-            if kind == "boxes":
-                labels.boxes.append(BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS))
-            else:
-                clicked = [p for p, positive in zip(ann["point_coords"], ann["point_labels"]) if positive]
-                if not clicked:  # only points outside the object: nothing to pick with
-                    labels.skipped += 1
-                    continue
-                # PointSup stores the clicked pixel's index; its centre is half a pixel further
-                labels.points.append([clicked[0][0] + 0.5, clicked[0][1] + 0.5])
-            labels.classes.append(ann["category_id"])
-            labels.names.append(self.vocabulary[ann["category_id"]].name)
-        return labels
-
-    def caption_labels(self, captions: Sequence[str]) -> ImageLabels:
-        """The wanted classes an image's captions name, in order of first mention, for each the
-        caption phrase that named it first and, with ``counts``, the largest count any caption
-        gives it (captions describe the whole image; one that says "two stars" is not contradicted
-        by another that says "a star")."""
-        classes: Dict[int, str] = {}
-        counts: Dict[int, int] = {}
-        for caption in captions:
-            words = self.matcher.words(caption) if self.counts else None
-            for match in self.matcher.find(caption):
-                c = match.class_index
-                if c not in self.wanted:
-                    continue
-                classes.setdefault(c, match.phrase)
-                if self.counts:
-                    counts[c] = max(counts.get(c, 1), mention_count(words, match, self.vocabulary[c].names, self.plural_count))
-        return ImageLabels(list(classes), list(classes.values()), [counts[c] for c in classes] if self.counts else None)
 
     def _class_scores(self, regions: torch.Tensor, classes: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Scores (P x labels) to pick by, and confidences when they are not sigmoid(S / T)."""
