@@ -45,7 +45,8 @@ class TestMultiProcessTraining(unittest.TestCase):
         cls.weights = os.path.join(cls.teacher_dir, "model_final.pth")
         cls.labels = os.path.join(root, "labels")
         run_script("tools/generate_pseudo_labels.py", "--config-file", TEACHER, "--dataset", "shapes_train_captions",
-                   "--output", cls.labels, *cls.opts, "MODEL.WEIGHTS", cls.weights, env=cls.env)
+                   "--output", cls.labels, *cls.opts, "MODEL.WEIGHTS", cls.weights, "XPM.PSEUDO_LABELS.UNCERTAIN_BAND", "(0.3, 0.7)",
+                   env=cls.env)
 
     @classmethod
     def tearDownClass(cls):
@@ -107,6 +108,20 @@ class TestMultiProcessTraining(unittest.TestCase):
         self.assertTrue(self.torch.equal(ranks[0][sigma], before_freeze[sigma]))
         predictor = "roi_heads.mask_head.predictor.weight"
         self.assertFalse(self.torch.equal(ranks[0][predictor], before_freeze[predictor]))  # the rest trains on
+
+    def test_student_with_prototype_contrast_and_confidence_guided_loss_keeps_the_processes_identical(self):
+        """The prototypes are per-process buffers (no broadcast): their update sums over processes."""
+        out, dump = os.path.join(self.tmp.name, "student_parts"), os.path.join(self.tmp.name, "student_parts_ranks")
+        self.train("--num-gpus", "2", "--config-file", STUDENT, "--dump", dump, *self.opts, "MODEL.WEIGHTS", self.weights,
+                   "XPM.PSEUDO_LABELS_FILE", os.path.join(self.labels, "pseudo_labels.json"),
+                   "MODEL.XPM.STUDENT.MASK_LOSS", "confidence_guided", "MODEL.XPM.PROTOTYPE_CONTRAST.WEIGHT", "0.1",
+                   "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()", "OUTPUT_DIR", out)
+        ranks = self.load_ranks(dump)
+        self.assert_same_parameters(ranks, os.path.join(out, "model_final.pth"))
+        self.assertTrue(ranks[0]["roi_heads.mask_head.prototypes.initialized"].any())
+        self.assertTrue(ranks[0]["roi_heads.mask_head.prototypes.initialized"][-1])  # background seen
+        with open(os.path.join(out, "log.txt")) as f:
+            self.assertIn("loss_prototype", f.read())
 
     def test_a_bad_pseudo_label_file_stops_every_process(self):
         """Rank 0 indexes the file; its error reaches rank 1, which would otherwise wait for ever."""
