@@ -1,5 +1,6 @@
 """Mask head of the XPM student (registered in ROI_MASK_HEAD_REGISTRY): the noise-aware loss or
 another pseudo-mask loss, and optionally pixel-to-prototype contrast on its mask features."""
+from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import torch
@@ -130,37 +131,26 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         if not self.training:
             mask_rcnn_inference(logits, instances)
             return instances
-        losses = {"loss_mask": self.loss(logits[:, 0], log_variance[:, 0], instances, pixels) * self.loss_weight}
+        targets = mask_targets(instances, logits.shape[-1], logits.device)
+        losses = {"loss_mask": self.loss(logits[:, 0], log_variance[:, 0], instances, targets) * self.loss_weight}
         if self.prototypes is not None:
-            losses["loss_prototype"] = self.prototype_weight * self._prototype_loss
+            losses["loss_prototype"] = self.prototype_weight * self._contrast(pixels, targets)
         return losses
 
-    def loss(self, logits: torch.Tensor, log_variance: torch.Tensor, instances: List[Instances], pixels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        side = logits.shape[-1]
-        targets, pseudo, uncertain, classes, banded = [], [], [], [], []
-        for image in instances:
-            if len(image) == 0:
-                continue
-            boxes = image.proposal_boxes.tensor
-            targets.append(image.gt_masks.crop_and_resize(boxes, side).to(logits.device))
-            pseudo.append(image.gt_pseudo if image.has("gt_pseudo") else torch.zeros(len(image), dtype=torch.bool, device=logits.device))
-            has_band = image.has("gt_uncertain")
-            banded.append(torch.full((len(image),), has_band, dtype=torch.bool, device=logits.device))
-            uncertain.append(image.gt_uncertain.crop_and_resize(boxes, side).to(logits.device) if has_band else torch.zeros_like(targets[-1]))
-            classes.append(image.gt_classes)
+    def loss(self, logits: torch.Tensor, log_variance: torch.Tensor, instances: List[Instances], targets: Optional["MaskTargets"] = None) -> torch.Tensor:
+        """The mask loss of N instances' M x M logits (GT: BCE; pseudo: ``mask_loss``); sets each
+        instance's ``mask_sigma``."""
+        if targets is None:
+            targets = mask_targets(instances, logits.shape[-1], logits.device)
         # zero-weight terms keep every parameter in the graph on every rank (see the class docstring)
         in_graph = log_variance.sum() * 0 if self.noise_aware else 0
-        if not targets:
-            if self.prototypes is not None:
-                none = logits.new_zeros(0, side, side, dtype=torch.bool)
-                self._prototype_loss = self._contrast(pixels, none.to(logits.dtype), none, logits.new_zeros(0, dtype=torch.long), none[:, 0, 0])
+        if len(targets.masks) == 0:
             return logits.sum() * 0 + in_graph
-        targets, pseudo, uncertain, classes, banded = cat(targets).to(logits.dtype), cat(pseudo), cat(uncertain).bool(), cat(classes), cat(banded)
-        per_instance = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").flatten(1).mean(1)
+        masks, pseudo = targets.masks.to(logits.dtype), targets.pseudo
+        per_instance = F.binary_cross_entropy_with_logits(logits, masks, reduction="none").flatten(1).mean(1)
         if pseudo.any() and self.mask_loss != "bce":
-            per_instance = per_instance.masked_scatter(pseudo, self._pseudo_mask_loss(logits[pseudo], log_variance[pseudo], targets[pseudo], uncertain[pseudo], banded[pseudo]))
-        if self.prototypes is not None:
-            self._prototype_loss = self._contrast(pixels, targets, uncertain, classes, pseudo)
+            pseudo_loss = self._pseudo_mask_loss(logits[pseudo], log_variance[pseudo], masks[pseudo], targets.uncertain[pseudo], targets.banded[pseudo])
+            per_instance = per_instance.masked_scatter(pseudo, pseudo_loss)
         sigma = sigma_from_log_variance(log_variance.detach()).flatten(1).mean(1)
         start = 0
         for image in instances:  # each proposal's mean sigma, for the box-loss weights
@@ -171,7 +161,7 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
             storage.put_scalar("noise_aware/pseudo_sigma", sigma[pseudo].mean().item())
         if (~pseudo).any():
             storage.put_scalar("noise_aware/gt_sigma", sigma[~pseudo].mean().item())
-        return (per_instance.mean() if per_instance.numel() else logits.sum() * 0) + in_graph
+        return per_instance.mean() + in_graph
 
     def _pseudo_mask_loss(self, logits, log_variance, targets, uncertain, banded) -> torch.Tensor:
         if self.mask_loss == "noise_aware":
@@ -185,15 +175,15 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
             )
         return confidence_guided_mask_loss(logits, targets, uncertain)
 
-    def _contrast(self, pixels, targets, uncertain, classes, pseudo) -> torch.Tensor:
+    def _contrast(self, pixels: torch.Tensor, targets: "MaskTargets") -> torch.Tensor:
         """The prototype contrast of this step's mask-feature pixels, then the prototype update
-        (on every process, every step: it sums over processes)."""
+        (on every process, every step, whatever the batch holds: it sums over processes)."""
         background = self.prototypes.prototypes.shape[0] - 1
         flat = pixels.permute(0, 2, 3, 1).reshape(-1, pixels.shape[1])
-        labels = torch.where(targets > 0.5, classes.clamp(max=background)[:, None, None], background).flatten()
-        usable = ~uncertain
+        labels = torch.where(targets.masks, targets.classes.clamp(max=background)[:, None, None], background).flatten()
+        usable = ~targets.uncertain
         if not self.prototype_pseudo:
-            usable = usable & ~pseudo[:, None, None]
+            usable = usable & ~targets.pseudo[:, None, None]
         usable = usable.flatten()
         flat, labels = flat[usable], labels[usable]
         bank = self.prototypes
@@ -201,6 +191,40 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         loss = prototype_contrast_loss(flat[anchors], labels[anchors], bank.prototypes.clone(), bank.initialized.clone(), self.prototype_temperature)
         bank.update(flat, labels)
         return loss + pixels.sum() * 0
+
+
+@dataclass
+class MaskTargets:
+    """Per foreground instance (N, all images): its target mask and uncertain pixels cropped to
+    its proposal (N x M x M bool), whether it is pseudo, whether its label has an uncertain band,
+    and its class."""
+
+    masks: torch.Tensor
+    uncertain: torch.Tensor
+    pseudo: torch.Tensor
+    banded: torch.Tensor
+    classes: torch.Tensor
+
+
+def mask_targets(instances: List[Instances], side: int, device) -> MaskTargets:
+    parts = {name: [] for name in ("masks", "uncertain", "pseudo", "banded", "classes")}
+    for image in instances:
+        n = len(image)
+        if n == 0:
+            continue
+        boxes = image.proposal_boxes.tensor
+        masks = image.gt_masks.crop_and_resize(boxes, side).to(device)
+        has_band = image.has("gt_uncertain")
+        parts["masks"].append(masks)
+        parts["uncertain"].append(image.gt_uncertain.crop_and_resize(boxes, side).to(device) if has_band else torch.zeros_like(masks))
+        parts["pseudo"].append(image.gt_pseudo if image.has("gt_pseudo") else torch.zeros(n, dtype=torch.bool, device=device))
+        parts["banded"].append(torch.full((n,), has_band, dtype=torch.bool, device=device))
+        parts["classes"].append(image.gt_classes)
+    if not parts["masks"]:
+        empty = torch.zeros(0, side, side, dtype=torch.bool, device=device)
+        none = torch.zeros(0, dtype=torch.bool, device=device)
+        return MaskTargets(empty, empty, none, none, torch.zeros(0, dtype=torch.long, device=device))
+    return MaskTargets(**{name: cat(values).bool() if name != "classes" else cat(values) for name, values in parts.items()})
 
 
 class _ZeroGradient(torch.autograd.Function):
