@@ -101,22 +101,16 @@ class PseudoLabeler(WeakLabelReader):
 
         options = cfg.XPM.PSEUDO_LABELS
         vocabulary = dataset_vocabulary(dataset_name)
-        if options.CLASSES not in CLASS_CHOICES:
-            raise ValueError(f"XPM.PSEUDO_LABELS.CLASSES must be one of {CLASS_CHOICES}, got {options.CLASSES!r}")
-        names = vocabulary.names
         metadata = MetadataCatalog.get(dataset_name)
-        if options.CLASSES != "all":
-            split = set(metadata.get(f"{options.CLASSES}_classes", []))
-            names = [n for n in names if n in split]
         return cls(
             model,
             vocabulary,
-            [vocabulary.index(n) for n in names],
+            wanted_class_indices(vocabulary, metadata, options.CLASSES),
             dataset_caption_matcher(dataset_name),
             SelectionConfig(options.TOP_K, options.MIN_SCORE, options.DEDUPLICATE, options.SCORE_TEMPERATURE, options.PICK_IOU),
             options.REFINE_BOXES,
             options.MASK_THRESHOLD,
-            _dataset_ids(metadata, vocabulary),
+            dataset_category_ids(metadata, vocabulary),
             options.SCORE,
             options.COUNTS,
             options.PLURAL_COUNT,
@@ -220,7 +214,17 @@ def _given_boxes_instances(boxes: torch.Tensor, classes: torch.Tensor, image_siz
     return instances
 
 
-def _dataset_ids(metadata, vocabulary: Vocabulary) -> List[int]:
+def wanted_class_indices(vocabulary: Vocabulary, metadata, classes: str) -> List[int]:
+    """Vocabulary indices of XPM.PSEUDO_LABELS.CLASSES ("all", "novel" or "base" of the split)."""
+    if classes not in CLASS_CHOICES:
+        raise ValueError(f"XPM.PSEUDO_LABELS.CLASSES must be one of {CLASS_CHOICES}, got {classes!r}")
+    if classes == "all":
+        return list(range(len(vocabulary)))
+    split = set(metadata.get(f"{classes}_classes", []))
+    return [vocabulary.index(n) for n in vocabulary.names if n in split]
+
+
+def dataset_category_ids(metadata, vocabulary: Vocabulary) -> List[int]:
     """Category id of each contiguous class: the dataset's own ids where its metadata maps them."""
     mapping = metadata.get("thing_dataset_id_to_contiguous_id")
     if not mapping:

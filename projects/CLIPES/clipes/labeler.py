@@ -70,18 +70,14 @@ class ClipesLabeler(WeakLabelReader):
         from detectron2.data import MetadataCatalog
 
         from xpseudo.modeling.vocabulary import dataset_caption_matcher, dataset_vocabulary
-        from xpseudo.pseudo.labeler import CLASS_CHOICES, _dataset_ids
+        from xpseudo.pseudo.labeler import dataset_category_ids, wanted_class_indices
 
         vocabulary = dataset_vocabulary(dataset_name)
         metadata = MetadataCatalog.get(dataset_name)
-        classes = cfg.XPM.PSEUDO_LABELS.CLASSES
-        if classes not in CLASS_CHOICES:
-            raise ValueError(f"XPM.PSEUDO_LABELS.CLASSES must be one of {CLASS_CHOICES}, got {classes!r}")
-        names = vocabulary.names if classes == "all" else [n for n in vocabulary.names if n in set(metadata.get(f"{classes}_classes", []))]
         c = cfg.CLIPES
         return cls(
-            clip_model, tokenizer, vocabulary, [vocabulary.index(n) for n in names],
-            matcher=dataset_caption_matcher(dataset_name), dataset_ids=_dataset_ids(metadata, vocabulary),
+            clip_model, tokenizer, vocabulary, wanted_class_indices(vocabulary, metadata, cfg.XPM.PSEUDO_LABELS.CLASSES),
+            matcher=dataset_caption_matcher(dataset_name), dataset_ids=dataset_category_ids(metadata, vocabulary),
             prompts=c.PROMPTS, fuse_synonyms=c.FUSE_SYNONYMS, background_words=load_background_words(c.BACKGROUND_WORDS),
             affinity_blocks=c.AFFINITY_BLOCKS, affinity_steps=c.AFFINITY_STEPS, box_threshold=c.BOX_THRESHOLD,
             map_threshold=c.MAP_THRESHOLD, min_area=c.MIN_AREA, teacher=teacher, teacher_proposals=c.TEACHER_PROPOSALS,
