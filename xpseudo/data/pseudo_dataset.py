@@ -184,6 +184,6 @@ def _uncertain_masks(bands, transforms, image_shape) -> BitMasks:
         if band is None:
             masks.append(np.zeros((height, width), dtype=bool))
             continue
-        decoded = mask_util.decode({"size": band["size"], "counts": band["counts"].encode() if isinstance(band["counts"], str) else band["counts"]})
+        decoded = mask_util.decode({"size": band["size"], "counts": band["counts"].encode()})  # string counts: checked when indexed
         masks.append(transforms.apply_segmentation(decoded).astype(bool))
     return BitMasks(torch.as_tensor(np.stack(masks)))

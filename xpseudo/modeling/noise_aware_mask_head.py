@@ -188,9 +188,10 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         flat, labels = flat[usable], labels[usable]
         bank = self.prototypes
         anchors = sample_anchor_pixels(flat, labels, bank.prototypes, bank.initialized, self.prototype_pixels, self.prototype_hard_fraction)
+        # copies: the loss keeps the prototypes for its backward, and the update below is in place
         loss = prototype_contrast_loss(flat[anchors], labels[anchors], bank.prototypes.clone(), bank.initialized.clone(), self.prototype_temperature)
         bank.update(flat, labels)
-        return loss + pixels.sum() * 0
+        return loss
 
 
 @dataclass
