@@ -14,12 +14,14 @@ if HAS_DETECTRON2:
     from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
+    from detectron2.structures import Boxes
 
     import xpseudo.modeling  # noqa: F401
     from xpseudo.config import add_xpseudo_config
     from xpseudo.data.builtin import register_all_builtin
     from xpseudo.pseudo.generate import generate_shard
     from xpseudo.pseudo.labeler import PseudoLabeler
+    from xpseudo.pseudo.selection import SelectionConfig
     from xpseudo.pseudo.shards import iter_shard, merge_shards, shard_path
 
 CONFIG = os.path.join(REPO, "configs/shapes/xpm_teacher_R18_FPN.yaml")
@@ -326,6 +328,36 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertLessEqual(float(pairwise_iou(stars[:1], stars[1:])), labeler.selection.pick_iou)
         boxes, embeddings = self.proposals_and_embeddings(labeler, inputs)
         self.assertTrue(torch.equal(stars.tensor[0], boxes[int((embeddings @ labeler.word_embeddings[labels.classes[0]]).argmax())].clamp(0, 96)))
+
+    def test_exclusive_assignment_gives_each_pick_its_own_object_across_words(self):
+        from detectron2.structures import pairwise_iou
+
+        labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_captions")
+        labeler.refine_boxes, labeler.score = False, "classifier"
+        labeler.selection = SelectionConfig(pick_iou=0.3, assignment="exclusive")
+        classes, counts = [SHAPES.index("star"), SHAPES.index("circle"), SHAPES.index("cross")], [2, 1, 2]
+        inputs = [{"image": self.random_image(6), "height": 96, "width": 96, "word_classes": classes, "word_counts": counts}]
+        out = labeler(inputs)[0]
+        boxes, embeddings = self.proposals_and_embeddings(labeler, inputs)
+        with torch.no_grad():
+            _, confidences = labeler._class_scores(embeddings, torch.as_tensor(classes))
+        # the greedy by hand: best confidence first over every (region, word); a region is free when
+        # it overlaps no earlier pick by more than 0.3
+        iou = pairwise_iou(Boxes(boxes), Boxes(boxes))
+        pairs = sorted(((float(confidences[r, w]), -r, -w) for r in range(len(boxes)) for w in range(3)), reverse=True)
+        taken, left = [], list(counts)
+        for _, r, w in pairs:
+            r, w = -r, -w
+            if left[w] and all(float(iou[r, t]) <= 0.3 for t, _ in taken):
+                taken.append((r, w))
+                left[w] -= 1
+        expected = sorted(taken, key=lambda p: p[1])  # by word, each word's best first
+        self.assertEqual(len(expected), 5)
+        self.assertEqual(out.word_index.tolist(), [w for _, w in expected])
+        self.assertTrue(torch.equal(out.pred_boxes.tensor, boxes[[r for r, _ in expected]].clamp(0, 96)))
+        overlaps = pairwise_iou(out.pred_boxes, out.pred_boxes)
+        self.assertLessEqual(float((overlaps - torch.eye(5)).max()), 0.3)
+        self.assertEqual(labeler.settings()["assignment"], "exclusive")
 
     def test_the_restricted_classifier_confidence_is_a_probability_min_score_can_use(self):
         labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_captions")

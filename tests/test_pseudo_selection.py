@@ -121,6 +121,52 @@ class TestCountedPicks(unittest.TestCase):
         self.assertEqual(len(select_regions(self.S, SelectionConfig(min_score=0.5), confidences=confidences)), 1)
 
 
+class TestExclusiveAssignment(unittest.TestCase):
+    BOXES = TestCountedPicks.BOXES  # 0 and 1 nearly the same box, 2 and 3 apart, 4 covers 2 and 3
+
+    def test_a_word_does_not_take_the_object_another_word_explains_better(self):
+        # word 0 (a base word, sure of region 0); word 1 (a novel word, low everywhere, best on 0)
+        S = torch.tensor([[0.9, 0.4], [0.85, 0.35], [0.2, 0.3], [0.1, 0.25], [0.3, 0.1]])
+        self.assertEqual(pairs(select_regions(S, SelectionConfig(pick_iou=0.5), boxes=self.BOXES)), [(0, 0), (0, 1)])
+        exclusive = SelectionConfig(pick_iou=0.5, assignment="exclusive")
+        picked = select_regions(S, exclusive, boxes=self.BOXES)
+        # (0, 1) is taken by word 0; (1, 1) overlaps region 0 by IoU 10/11; region 2 is the next free one
+        self.assertEqual(pairs(picked), [(0, 0), (2, 1)])
+        self.assertTrue(torch.allclose(picked.scores, torch.tensor([0.9, 0.3])))
+        self.assertTrue(torch.allclose(picked.confidences, torch.sigmoid(torch.tensor([0.9, 0.3]))))
+        # only the taken region itself is blocked without boxes, or at PICK_IOU 1
+        self.assertEqual(pairs(select_regions(S, exclusive)), [(0, 0), (1, 1)])
+        self.assertEqual(pairs(select_regions(S, SelectionConfig(pick_iou=1.0, assignment="exclusive"), boxes=self.BOXES)), [(0, 0), (1, 1)])
+
+    def test_counted_picks_do_not_cover_another_words_object(self):
+        S = TestCountedPicks.S
+        # per word, word 0's second pick is region 4, the box around objects 2 and 3
+        self.assertEqual(pairs(select_regions(S, SelectionConfig(pick_iou=0.2), counts=[2, 1], boxes=self.BOXES)), [(0, 0), (4, 0), (3, 1)])
+        # exclusive, best first over both words: (0, 0); (3, 1) at 0.6 before (4, 0) at 0.6 (lower
+        # region first), and region 4 overlaps 3 by IoU 0.29 > 0.2; word 0 then takes region 2
+        picked = select_regions(S, SelectionConfig(pick_iou=0.2, assignment="exclusive"), counts=[2, 1], boxes=self.BOXES)
+        self.assertEqual(pairs(picked), [(0, 0), (2, 0), (3, 1)])
+        # a word asking for more regions than are free gets what is free
+        self.assertEqual(pairs(select_regions(S, SelectionConfig(pick_iou=0.2, assignment="exclusive"), counts=[5, 1], boxes=self.BOXES)),
+                         [(0, 0), (2, 0), (3, 1)])
+
+    def test_confidences_set_the_order_and_min_score_cuts(self):
+        S = torch.tensor([[0.9, 0.1], [0.1, 0.8]])
+        confidences = torch.tensor([[0.2, 0.6], [0.1, 0.3]])
+        picked = select_regions(S, SelectionConfig(assignment="exclusive"), confidences=confidences)
+        # (0, 1) first at 0.6 although S prefers (0, 0); word 0 is left region 1
+        self.assertEqual(pairs(picked), [(1, 0), (0, 1)])
+        self.assertTrue(torch.allclose(picked.scores, torch.tensor([0.1, 0.1])))
+        self.assertTrue(torch.allclose(picked.confidences, torch.tensor([0.1, 0.6])))
+        self.assertEqual(pairs(select_regions(S, SelectionConfig(assignment="exclusive", min_score=0.15), confidences=confidences)), [(0, 1)])
+
+    def test_empty_and_bad_assignment(self):
+        for S in (torch.zeros(0, 3), torch.zeros(5, 0)):
+            self.assertEqual(len(select_regions(S, SelectionConfig(assignment="exclusive"))), 0)
+        with self.assertRaisesRegex(ValueError, "assignment must be one of"):
+            SelectionConfig(assignment="hungarian")
+
+
 class TestRestrictedClassifier(unittest.TestCase):
     def test_softmax_over_the_named_classes_and_background(self):
         regions = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])

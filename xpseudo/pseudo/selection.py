@@ -10,6 +10,9 @@ import torch
 from torchvision.ops import box_iou
 
 
+ASSIGNMENT_CHOICES = ("per_word", "exclusive")
+
+
 @dataclass(frozen=True)
 class SelectionConfig:
     top_k: int = 1  # regions per word (XPM: 1, the best one)
@@ -19,6 +22,9 @@ class SelectionConfig:
     # a word's further picks must overlap its earlier ones by at most this box IoU (1: no
     # suppression, the authors' top-k); used where boxes are given and a word wants several regions
     pick_iou: float = 1.0
+    # how words share an image's regions: "per_word", each word picks on its own (the authors'), or
+    # "exclusive", one object per pick across all words (see select_regions)
+    assignment: str = "per_word"
 
     def __post_init__(self):
         if self.top_k < 1:
@@ -27,6 +33,8 @@ class SelectionConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.pick_iou <= 1:
             raise ValueError(f"pick_iou must be in (0, 1], got {self.pick_iou}")
+        if self.assignment not in ASSIGNMENT_CHOICES:
+            raise ValueError(f"assignment must be one of {ASSIGNMENT_CHOICES}, got {self.assignment!r}")
 
 
 @dataclass
@@ -78,6 +86,13 @@ def select_regions(
     are dropped, so a word may get no region. With ``deduplicate``, a region kept by several words
     stays only with the word that scores it highest (ties: the lower word index); the other words
     keep their remaining picks and are not given a replacement.
+
+    With ``config.assignment == "exclusive"`` the words share the image's objects instead
+    (``_exclusive_picks``): pairs are taken best confidence first, over all words, and a region
+    that is taken, or overlaps a pick of any word by more than ``pick_iou`` (with ``boxes``), is
+    passed over. A word's column maximum may be an object another word explains better (a novel
+    word's probabilities are low everywhere, so its best region is often a named base object);
+    the word then takes its best region still free.
     """
     num_regions, num_words = scores.shape
     device = scores.device
@@ -87,6 +102,12 @@ def select_regions(
     if num_regions == 0 or num_words == 0:
         empty = torch.zeros(0, dtype=torch.long, device=device)
         return Selection(empty, empty.clone(), scores.new_zeros(0), scores.new_zeros(0))
+    if config.assignment == "exclusive":
+        confidence = confidences if confidences is not None else torch.sigmoid(scores / config.temperature)
+        regions, words = _exclusive_picks(confidence, wanted, boxes, config)
+        order = torch.sort(words, stable=True).indices  # by word; taken best first, so best first within a word
+        regions, words = regions[order], words[order]
+        return Selection(regions, words, scores[regions, words], confidence[regions, words])
     # stable descending sort per word: equal scores keep region order
     order = torch.sort(scores.t(), dim=1, descending=True, stable=True).indices  # W x P
     suppress = boxes is not None and config.pick_iou < 1 and max(wanted) > 1
@@ -140,6 +161,35 @@ def select_point_regions(scores: torch.Tensor, boxes: torch.Tensor, points: torc
     confidence = confidences[regions, words] if confidences is not None else torch.sigmoid(picked / config.temperature)
     keep = confidence >= config.min_score
     return Selection(regions[keep], words[keep], picked[keep], confidence[keep])
+
+
+def _exclusive_picks(confidence: torch.Tensor, wanted: Sequence[int], boxes: Optional[torch.Tensor], config: SelectionConfig):
+    """Greedy one-object-per-pick assignment: (regions, words) in the order they were taken."""
+    num_regions, num_words = confidence.shape
+    # best first over all pairs; ties: lower region, then lower word (row-major order, stable sort)
+    order = torch.sort(confidence.reshape(-1), descending=True, stable=True).indices.tolist()
+    values = confidence.reshape(-1).tolist()
+    # a taken region blocks itself and every region overlapping it by more than pick_iou
+    blocking = (box_iou(boxes, boxes) > config.pick_iou).tolist() if boxes is not None else None
+    blocked = [False] * num_regions
+    remaining = list(wanted)
+    left = sum(remaining)
+    regions, words = [], []
+    for flat in order:
+        if not left or values[flat] < config.min_score:  # sorted: nothing later passes either
+            break
+        r, w = divmod(flat, num_words)
+        if blocked[r] or not remaining[w]:
+            continue
+        regions.append(r)
+        words.append(w)
+        remaining[w] -= 1
+        left -= 1
+        blocked[r] = True
+        if blocking is not None:
+            blocked = [b or o for b, o in zip(blocked, blocking[r])]
+    device = confidence.device
+    return torch.as_tensor(regions, dtype=torch.long, device=device), torch.as_tensor(words, dtype=torch.long, device=device)
 
 
 def _best_word_per_region(regions, words, picked) -> torch.Tensor:
