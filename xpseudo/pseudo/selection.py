@@ -169,8 +169,8 @@ def _exclusive_picks(confidence: torch.Tensor, wanted: Sequence[int], boxes: Opt
     # best first over all pairs; ties: lower region, then lower word (row-major order, stable sort)
     order = torch.sort(confidence.reshape(-1), descending=True, stable=True).indices.tolist()
     values = confidence.reshape(-1).tolist()
-    # a taken region blocks itself and every region overlapping it by more than pick_iou
-    blocking = (box_iou(boxes, boxes) > config.pick_iou).tolist() if boxes is not None else None
+    # a taken region blocks itself and every region overlapping it by more than pick_iou (one IoU
+    # row per pick, not P x P: a few picks among ~1000 proposals)
     blocked = [False] * num_regions
     remaining = list(wanted)
     left = sum(remaining)
@@ -186,8 +186,9 @@ def _exclusive_picks(confidence: torch.Tensor, wanted: Sequence[int], boxes: Opt
         remaining[w] -= 1
         left -= 1
         blocked[r] = True
-        if blocking is not None:
-            blocked = [b or o for b, o in zip(blocked, blocking[r])]
+        if boxes is not None:
+            overlapping = (box_iou(boxes[r : r + 1], boxes)[0] > config.pick_iou).tolist()
+            blocked = [b or o for b, o in zip(blocked, overlapping)]
     device = confidence.device
     return torch.as_tensor(regions, dtype=torch.long, device=device), torch.as_tensor(words, dtype=torch.long, device=device)
 
