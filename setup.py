@@ -27,6 +27,8 @@ setup(
         "submitit",
         "scipy",
         "tqdm",
+        "pyyaml",
     ],
-    extras_require={"dev": ["pytest"]},
+    # onnx / onnxruntime: tools/export_model.py --format onnx and its check
+    extras_require={"dev": ["pytest", "onnx", "onnxruntime"], "export": ["onnx", "onnxruntime"]},
 )

@@ -75,3 +75,34 @@ class RegisteredShapes:
 
         register_all_builtin()
         cls.tmp.cleanup()
+
+
+def write_custom_dataset_file(directory, seed=0):
+    """A fresh shapes dataset in ``directory`` declared under the names configs/custom expects
+    (custom_train_base, custom_train_captions, custom_val) in DIRECTORY/datasets.yaml, relative paths;
+    returns that file's path. No Python registration: the tools read the file."""
+    make_shapes(os.path.join(directory, "data"), seed=seed, num_train=8, num_val=4, image_size=96)
+    path = os.path.join(directory, "datasets.yaml")
+    with open(path, "w") as f:
+        f.write(
+            "datasets:\n"
+            "  - {name: custom_train_base, kind: instances, image_root: data/images/train,\n"
+            "     json: data/annotations/instances_train_base.json, split: data/split.json, vocabulary: data/vocabulary.json}\n"
+            "  - {name: custom_train_captions, kind: captions, image_root: data/images/train,\n"
+            "     json: data/annotations/captions_train.json, split: data/split.json, vocabulary: data/vocabulary.json}\n"
+            "  - {name: custom_val, kind: instances, image_root: data/images/val,\n"
+            "     json: data/annotations/instances_val.json, split: data/split.json, vocabulary: data/vocabulary.json}\n"
+        )
+    return path
+
+
+def tiny_custom_opts(embeddings):
+    """Overrides that shrink configs/custom (R-50 FPN at 800 px) to seconds on a CPU."""
+    return [
+        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+        "MODEL.FPN.OUT_CHANNELS", "32", "MODEL.ROI_BOX_HEAD.FC_DIM", "64", "MODEL.ROI_MASK_HEAD.CONV_DIM", "32",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
+        "MODEL.XPM.TEXT_EMBEDDINGS", embeddings, "MODEL.XPM.EMBEDDING_DIM", "32",
+        "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "96", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "96",
+        "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+    ]

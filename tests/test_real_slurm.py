@@ -14,7 +14,7 @@ import time
 import unittest
 from unittest import mock
 
-from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, write_shape_embeddings
+from tests.helpers import HAS_DETECTRON2, REPO, make_shapes, tiny_custom_opts, write_custom_dataset_file, write_shape_embeddings
 from tests.slurm_cluster import SlurmCluster, missing_binaries
 
 MISSING = missing_binaries()
@@ -253,6 +253,28 @@ class TestRealSlurm(unittest.TestCase):
         for stage in ("grounding", "teacher", "pseudo-label", "merge", "student", "summary"):
             self.assertIn("COMPLETED", rows[stage], status)
         self.assertNotIn("first failed stage", status)
+
+    def test_pipeline_from_a_dataset_file(self):
+        """configs/custom with a dataset file given relative to the submitting directory: every job
+        (stages, shards, merge, summary) reads the same datasets."""
+        work = os.path.join(self.tmp.name, "custom")
+        write_custom_dataset_file(os.path.join(work, "mine"))
+        emb = write_shape_embeddings(os.path.join(work, "emb.npy"))
+        out = os.path.join(work, "out")
+        result = subprocess.run(
+            [sys.executable, os.path.join(REPO, "tools", "run_pipeline.py"), "--config-dir", os.path.join(REPO, "configs", "custom"),
+             "--output", out, "--num-shards", "2", "--slurm", "--gpus-per-node", "0", "--time", "20", "--no-grounding",
+             "--opts", *tiny_custom_opts(emb), "XPM.DATASET_FILES", "('mine/datasets.yaml',)"],
+            cwd=work, env={**self.env, "DETECTRON2_DATASETS": os.path.join(work, "no_builtin_data")}, capture_output=True, text=True, timeout=300)
+        self.assertEqual(result.returncode, 0, result.stdout[-3000:] + result.stderr[-3000:])
+        summary_id = submitted_ids(result.stdout)["evaluation and summary"]
+        info = self.wait_for([summary_id], timeout=900)[summary_id]
+        status = self.tool("run_pipeline.py", "--status", "--output", out).stdout
+        self.assertEqual(info["JobState"], "COMPLETED", status)
+        with open(os.path.join(out, "summary.json")) as f:
+            summary = json.load(f)
+        self.assertEqual(set(summary["results"]["custom_val"]), {"teacher", "student"})
+        self.assertEqual(summary["pseudo_label_counts"]["images"], 8)
 
     def test_failed_stage_stops_its_dependents_and_status_says_why(self):
         out = os.path.join(self.tmp.name, "pipe_failing")

@@ -1,11 +1,14 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import unittest
 from unittest import mock
 
-from tests.helpers import make_shapes, requires_detectron2, run_script, write_shape_embeddings
+from tests.helpers import (REPO, make_shapes, requires_detectron2, run_script, tiny_custom_opts, write_custom_dataset_file,
+                           write_shape_embeddings)
 
 
 @requires_detectron2
@@ -44,6 +47,35 @@ class TestRunPipeline(unittest.TestCase):
             second = run_script(*args, env={"DETECTRON2_DATASETS": tmp})
             self.assertNotIn("===", second.stdout)  # every stage's output exists: nothing reruns
             self.assertIn("teacher segm", second.stdout)
+
+
+@requires_detectron2
+class TestPipelineOnADatasetFile(unittest.TestCase):
+    def test_configs_custom_run_end_to_end_from_a_dataset_file(self):
+        """Your own data, no Python: a dataset file under new names in another folder, given once
+        on the command line (relative to the working directory) and seen by every stage."""
+        with tempfile.TemporaryDirectory() as tmp:
+            mine = os.path.join(tmp, "mine")
+            write_custom_dataset_file(mine)
+            emb = write_shape_embeddings(os.path.join(tmp, "emb.npy"))
+            out = os.path.join(tmp, "out")
+            result = subprocess.run(
+                [sys.executable, os.path.join(REPO, "tools", "run_pipeline.py"), "--config-dir", os.path.join(REPO, "configs", "custom"),
+                 "--output", out, "--opts", *tiny_custom_opts(emb), "XPM.DATASET_FILES", "('mine/datasets.yaml',)",
+                 "--grounding-opts", "MODEL.XPM.GROUNDING.WORDS", "vocabulary"],
+                cwd=tmp, env={**os.environ, "DETECTRON2_DATASETS": os.path.join(tmp, "no_builtin_data")}, capture_output=True, text=True)
+            self.assertEqual(result.returncode, 0, result.stdout[-3000:] + result.stderr[-3000:])
+            for stage in ("grounding", "teacher", "pseudo labels", "student"):
+                self.assertIn(f"=== {stage}:", result.stdout)
+            with open(os.path.join(out, "summary.json")) as f:
+                summary = json.load(f)
+            self.assertEqual(set(summary["results"]["custom_val"]), {"teacher", "student"})
+            self.assertIn("AP50_novel", summary["results"]["custom_val"]["student"]["segm"])
+            self.assertEqual(summary["pseudo_label_counts"]["images"], 8)
+            with open(os.path.join(out, "pseudo_labels", "provenance.json")) as f:
+                self.assertEqual(json.load(f)["dataset"], "custom_train_captions")
+            with open(os.path.join(out, "student", "config.yaml")) as f:  # the file, absolute, reached the student
+                self.assertIn(os.path.join(mine, "datasets.yaml"), f.read())
 
 
 @requires_detectron2

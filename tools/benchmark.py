@@ -8,6 +8,9 @@
     # a student training step / a plain detectron2 Mask R-CNN step on the same batches (goal <= 1.2)
     python tools/benchmark.py --task student-step --config-file configs/shapes/xpm_student_R18_FPN.yaml \
         --steps 20 XPM.PSEUDO_LABELS_FILE out/pl/pseudo_labels.json
+    # tools/predict.py's images/s / the inference of train_net.py --eval-only on the same images (goal >= 0.95)
+    python tools/benchmark.py --task predict --config-file configs/shapes/xpm_student_R18_FPN.yaml \
+        --dataset shapes_val --num-images 200 MODEL.WEIGHTS out/student/model_final.pth
     # merging N images' pseudo-label shards and the student's data loading with 1 and 2 processes:
     # time, and peak / steady memory per process (goals at 1M: peak <= 2 GiB above the imports, a
     # second process adds <= 0.5 GiB, start-up <= 60 s, merge memory flat)
@@ -24,9 +27,11 @@ import torch
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", required=True, choices=("pseudo-label", "student-step", "pseudo-load"))
+    parser.add_argument("--task", required=True, choices=("pseudo-label", "student-step", "pseudo-load", "predict"))
     parser.add_argument("--config-file", help="required by pseudo-label and student-step")
-    parser.add_argument("--dataset", help="captioned dataset (default: the config's first XPM.CAPTION_DATASETS)")
+    parser.add_argument("--dataset", help="pseudo-label: captioned dataset (default: the config's first XPM.CAPTION_DATASETS); "
+                                          "predict: any registered dataset (default: the config's first DATASETS.TEST)")
+    parser.add_argument("--batch-size", type=int, default=1, help="predict: images per forward pass, as tools/predict.py")
     parser.add_argument("--num-images", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=2, help="timed passes of each path; the fastest counts")
     parser.add_argument("--memory-sizes", default="100,800", help="dataset sizes for the peak-memory runs ('' to skip)")
@@ -70,6 +75,8 @@ def main(argv=None) -> int:
         result = pseudo_load(args)
     elif args.task == "student-step":
         result = student_step(args)
+    elif args.task == "predict":
+        result = predict(args)
     else:
         result = pseudo_label(args, argv)
     if args.json_out:
@@ -127,6 +134,28 @@ def student_step(args) -> dict:
     print(f"plain Mask R-CNN step: {result['plain_step_s'] * 1000:.0f} ms, student step: {result['student_step_s'] * 1000:.0f} ms "
           f"({result['images_per_batch']} images, median of {result['steps']})")
     print(f"ratio (student / plain): {result['ratio']:.3f}  (goal <= 1.2)")
+    return result
+
+
+def predict(args) -> dict:
+    torch.set_grad_enabled(False)
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from xpseudo.benchmarks.predict_speed import throughput
+    from xpseudo.modeling.vocabulary import default_vocabulary
+    from xpseudo.predict.cli import load_model
+
+    args.confidence_threshold = None
+    cfg, model = load_model(args)
+    dataset = args.dataset or cfg.DATASETS.TEST[0]
+    records = DatasetCatalog.get(dataset)[: args.num_images]
+    vocabulary = model.set_vocabulary(default_vocabulary(cfg, dataset), dataset)
+    image_root = MetadataCatalog.get(dataset).get("image_root", "")
+    result = {"task": args.task, "device": cfg.MODEL.DEVICE, "torch_threads": torch.get_num_threads(), "dataset": dataset,
+              **throughput(cfg, model, records, image_root, vocabulary.ids, args.batch_size, args.repeats)}
+    print(f"--eval-only inference: {result['eval_only_images_per_s']:.2f} images/s")
+    print(f"predict (batch {args.batch_size}): {result['predict_images_per_s']:.2f} images/s")
+    print(f"ratio (predict / --eval-only inference): {result['ratio']:.3f}  (goal >= 0.95)")
     return result
 
 

@@ -1,4 +1,6 @@
 """xpseudo's config keys, all under cfg.MODEL.XPM and cfg.XPM."""
+import os
+
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
@@ -104,6 +106,10 @@ def add_xpseudo_config(cfg):
     cfg.MODEL.XPM.PROTOTYPE_CONTRAST.PSEUDO = True
 
     cfg.XPM = CN()
+    # YAML/JSON files declaring datasets (xpseudo.data.dataset_files, docs/CUSTOM_DATASETS.md),
+    # registered whenever a config is loaded, so every tool, pipeline stage and Slurm job knows
+    # them. Relative paths are against the working directory; they are stored absolute.
+    cfg.XPM.DATASET_FILES = ()
     # Caption-only datasets trained alongside DATASETS.TRAIN (which holds the annotated ones).
     cfg.XPM.CAPTION_DATASETS = ()
     # Caption images per batch across all workers, in addition to SOLVER.IMS_PER_BATCH annotated ones
@@ -187,4 +193,14 @@ def load_config(config_file: str, opts=(), add_config=None, **overrides):
         add_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts) + [x for item in overrides.items() for x in item])
+    register_config_datasets(cfg)
     return cfg
+
+
+def register_config_datasets(cfg) -> None:
+    """Register the datasets of ``cfg.XPM.DATASET_FILES`` (paths made absolute in ``cfg``)."""
+    from xpseudo.data.dataset_files import parse_file_list, register_dataset_files
+
+    files = tuple(os.path.abspath(p) for p in parse_file_list(cfg.XPM.DATASET_FILES))
+    cfg.XPM.DATASET_FILES = files
+    register_dataset_files(files)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Optional
 
+from xpseudo.data.dataset_files import absolute_dataset_file_opts
 from xpseudo.pseudo.cli import labeled_dataset
 from xpseudo.slurm.options import add_slurm_arguments, on_cpu
 from xpseudo.utils.io import atomic_write_json
@@ -65,7 +66,7 @@ def find_grounding_config(config_dir: str) -> Optional[str]:
 
 def run(step: str, args) -> None:
     print(f"\n=== {step}: {' '.join(args)}", flush=True)
-    result = subprocess.run([sys.executable, *args], cwd=REPO)
+    result = subprocess.run([sys.executable, *args])  # in the user's working directory, as the pipeline
     if result.returncode != 0:
         raise SystemExit(f"error: {step} failed with exit code {result.returncode}; rerun the same command to resume")
 
@@ -164,6 +165,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.config_dir and not args.status:
         parser.error("--config-dir is required")
+    for key in ("opts", "grounding_opts", "teacher_opts", "student_opts"):  # the stages run as other processes
+        setattr(args, key, absolute_dataset_file_opts(getattr(args, key)))
     return args
 
 

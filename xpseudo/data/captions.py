@@ -4,6 +4,8 @@ from typing import Dict, List, Tuple
 
 from xpseudo.utils.io import InputError, load_json, require_keys
 
+from .image_files import image_file_name
+
 
 def load_coco_captions(path: str) -> Tuple[List[dict], Dict[int, List[str]]]:
     """(images, {image_id: [captions]}); captions whose image is not listed are an error."""
@@ -12,7 +14,8 @@ def load_coco_captions(path: str) -> Tuple[List[dict], Dict[int, List[str]]]:
         raise InputError(path, "expected a COCO captions object with an 'annotations' list")
     images = data.get("images", [])
     for i, image in enumerate(images):
-        require_keys(path, image, ("id", "file_name"), f"images[{i}]")
+        require_keys(path, image, ("id",), f"images[{i}]")
+        image["file_name"] = checked_file_name(path, image, i)
     known = {image["id"] for image in images}
     captions: Dict[int, List[str]] = defaultdict(list)
     for i, ann in enumerate(data["annotations"]):
@@ -23,3 +26,12 @@ def load_coco_captions(path: str) -> Tuple[List[dict], Dict[int, List[str]]]:
             raise InputError(path, f"annotations[{i}]: image_id {ann['image_id']} is not in 'images'")
         captions[ann["image_id"]].append(ann["caption"])
     return images, dict(captions)
+
+
+def checked_file_name(path: str, image: dict, index: int) -> str:
+    """``images[index]``'s file name (``file_name``, or LVIS's ``coco_url``); an error naming the
+    file and the entry when it has neither."""
+    try:
+        return image_file_name(image)
+    except KeyError:
+        raise InputError(path, f"images[{index}] (id {image.get('id')!r}) has neither 'file_name' nor 'coco_url'") from None

@@ -56,3 +56,28 @@ def first_missing_file(paths: Sequence[str], threads: int = 32, chunk: int = 409
     with ThreadPoolExecutor(max_workers=threads) as pool:
         found = [i for i in pool.map(first_in, range(0, len(paths), chunk)) if i is not None]
     return min(found) if found else None
+
+
+# extensions detectron2's read_image (PIL) decodes that image folders commonly hold
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def list_images(folder: str) -> list:
+    """Paths of the image files under ``folder`` (recursively), relative to it, sorted: the same
+    order, and so the same image ids, on every machine and in every process."""
+    found = []
+    for directory, subdirs, files in os.walk(folder):
+        subdirs.sort()
+        found += [os.path.relpath(os.path.join(directory, f), folder) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def image_file_name(image: dict) -> str:
+    """An image entry's file name: ``file_name``, else the last component of ``coco_url`` as LVIS
+    files store it (the lvis package reads them this way). KeyError when it has neither."""
+    if isinstance(image.get("file_name"), str) and image["file_name"]:
+        return image["file_name"]
+    url = image.get("coco_url")
+    if isinstance(url, str) and url.rstrip("/"):
+        return url.rstrip("/").rsplit("/", 1)[-1]
+    raise KeyError("file_name")

@@ -4,8 +4,10 @@ A dataset is COCO instances (masks of the classes it annotates) and/or COCO capt
 folder, plus a base/novel split file. Metadata carries the class list, which classes are base and
 novel, and the files, so that models, evaluators and pseudo-labeling all read the same facts.
 """
+import json
 import logging
 import os
+import tempfile
 from typing import Callable, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -13,9 +15,10 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
 from xpseudo.text.vocabulary import Vocabulary
-from xpseudo.utils.io import InputError
+from xpseudo.utils.io import InputError, load_json, require_keys
 
-from .captions import load_coco_captions
+from .captions import checked_file_name, load_coco_captions
+from .image_files import IMAGE_EXTENSIONS, list_images
 from .split import SPLITS, OvisSplit
 from .weak_labels import WEAK_LABEL_KINDS, check_weak_label_file, weak_label_records
 
@@ -178,7 +181,7 @@ def load_ovis_dicts(
         if skipped:
             logger.info(f"{captions_json}: {skipped} images without a non-empty caption skipped")
         return records
-    records = load_coco_json(instances_json, image_root, None, EXTRA_ANNOTATION_KEYS)
+    records = load_instances_json(instances_json, image_root)
     for record in records:
         kept = []
         for ann in record.get("annotations", []):
@@ -192,4 +195,63 @@ def load_ovis_dicts(
         record["annotations"] = kept
         if captions_json is not None:
             record["captions"] = captions.get(record["image_id"], [])
+    return records
+
+
+def load_instances_json(instances_json: str, image_root: str) -> List[dict]:
+    """detectron2's COCO loader, also for LVIS-style image entries that name their file by
+    ``coco_url`` only: such a file is read through a copy whose images carry ``file_name``."""
+    try:
+        return load_coco_json(instances_json, image_root, None, EXTRA_ANNOTATION_KEYS)
+    except KeyError as e:
+        if e.args != ("file_name",):
+            raise
+    data = load_json(instances_json, "instances file")
+    for i, image in enumerate(data.get("images", [])):
+        image["file_name"] = checked_file_name(instances_json, image, i)
+    with tempfile.TemporaryDirectory(prefix="xpseudo-instances-") as tmp:
+        copy = os.path.join(tmp, os.path.basename(instances_json))
+        with open(copy, "w") as f:
+            json.dump(data, f)
+        logger.info(f"{instances_json}: images named by coco_url; file names taken from its last component")
+        return load_coco_json(copy, image_root, None, EXTRA_ANNOTATION_KEYS)
+
+
+def register_image_folder(name: str, image_root: str, *, images_json: Optional[str] = None, vocabulary_file: Optional[str] = None,
+                          split_file: Optional[str] = None, replace: bool = False):
+    """Register unlabeled images (for tools/predict.py): every image file under ``image_root``
+    (recursively, sorted; ids 1, 2, ... in that order), or the ``images`` of a COCO file
+    (``images_json``, its ids and sizes). A vocabulary and split, when given, name the classes."""
+    if vocabulary_file is not None:
+        vocabulary = Vocabulary.from_file(vocabulary_file)
+    elif split_file is not None:
+        vocabulary = Vocabulary.from_names(OvisSplit.from_file(split_file).names)
+    else:
+        vocabulary = Vocabulary([])
+    split = OvisSplit.from_file(split_file) if split_file else OvisSplit([], vocabulary.names)
+    split.check_classes(vocabulary.names, vocabulary_file or split_file or name)
+    metadata = dict(class_metadata(vocabulary, split), evaluator_type="images", image_root=image_root, json_file=images_json,
+                    split_file=split_file, vocabulary_file=vocabulary_file)
+    return register_with_metadata(name, metadata, replace, lambda: image_folder_records(image_root, images_json))
+
+
+def image_folder_records(image_root: str, images_json: Optional[str] = None) -> List[dict]:
+    """Records (``file_name``, ``image_id``, and ``height``/``width`` where a COCO file gives them)."""
+    if images_json is None:
+        names = list_images(image_root)
+        if not names:
+            raise InputError(image_root, "no image files (" + ", ".join(IMAGE_EXTENSIONS) + ") in this folder")
+        return [{"file_name": os.path.join(image_root, n), "image_id": i + 1} for i, n in enumerate(names)]
+    data = load_json(images_json, "images file")
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(images_json, "expected a COCO-style object with an 'images' list")
+    records, seen = [], set()
+    for i, image in enumerate(data["images"]):
+        require_keys(images_json, image, ("id",), f"images[{i}]")
+        if image["id"] in seen:
+            raise InputError(images_json, f"images[{i}]: image id {image['id']} is listed twice")
+        seen.add(image["id"])
+        record = {"file_name": os.path.join(image_root, checked_file_name(images_json, image, i)), "image_id": image["id"]}
+        record.update({k: image[k] for k in ("height", "width") if k in image})
+        records.append(record)
     return records

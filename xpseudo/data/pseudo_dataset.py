@@ -106,11 +106,15 @@ def register_pseudo_labels(name: str, path: str, like_dataset: str, fallback_dir
 
 
 def pseudo_labeled_dataset(cfg) -> str:
-    """The captioned dataset XPM.PSEUDO_LABELS_FILE was made on (see XPM.PSEUDO_LABELED_DATASET)."""
+    """The dataset XPM.PSEUDO_LABELS_FILE was made on (see XPM.PSEUDO_LABELED_DATASET): its file
+    names are relative to that dataset's image_root."""
     if cfg.XPM.PSEUDO_LABELED_DATASET:
         return cfg.XPM.PSEUDO_LABELED_DATASET
-    provenance = os.path.join(os.path.dirname(os.path.abspath(cfg.XPM.PSEUDO_LABELS_FILE)), "provenance.json")
-    if os.path.isfile(provenance):
+    path = os.path.abspath(cfg.XPM.PSEUDO_LABELS_FILE)
+    # tools/predict.py writes <name>.provenance.json beside its file; the labeler provenance.json
+    candidates = [os.path.splitext(path)[0] + ".provenance.json", os.path.join(os.path.dirname(path), "provenance.json")]
+    provenance = next((p for p in candidates if os.path.isfile(p)), None)
+    if provenance is not None:
         name = load_json(provenance, "provenance file").get("dataset")
         if name:
             if name not in DatasetCatalog.list():

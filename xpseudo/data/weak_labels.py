@@ -14,6 +14,8 @@ from typing import Dict, Iterable, List
 
 from xpseudo.utils.io import InputError, load_json
 
+from .captions import checked_file_name
+
 WEAK_LABEL_KINDS = ("tags", "boxes", "points")
 # a box or point may overhang the image by rounding, not more (pixels)
 BOX_TOLERANCE = 1.0
@@ -39,11 +41,12 @@ def check_weak_label_file(path: str, kind: str, category_ids: Iterable[int]) -> 
         missing = [k for k in ("id", "height", "width") if not isinstance(image, dict) or k not in image]
         if missing:
             raise InputError(path, f"images[{i}] lacks {missing}")
+        image["file_name"] = checked_file_name(path, image, i)
         if image["id"] in images:
             raise InputError(path, f"images[{i}]: image id {image['id']} is listed twice")
         images[image["id"]] = image
         if kind == "tags":
-            tags = image.get("pos_category_ids")
+            tags = image.setdefault("pos_category_ids", [])  # an image without tags names no class
             if not isinstance(tags, list) or not all(isinstance(t, int) for t in tags):
                 raise InputError(path, f"images[{i}] (id {image['id']}): pos_category_ids must be a list of category ids, got {tags!r}")
             unknown = [t for t in tags if t not in known]

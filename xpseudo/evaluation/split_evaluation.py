@@ -8,6 +8,7 @@ import contextlib
 import copy
 import io
 import math
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -40,12 +41,46 @@ def load_detections(path: str, coco_gt: COCO, iou_type: str, gt_name: str = "the
     checked against the ground truth: every image and category must exist there."""
     data = load_json(path, "detections file")
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
-        detections = data["annotations"]
+        detections = align_to_ground_truth(data, coco_gt, path, gt_name)
     elif isinstance(data, list):
         detections = data
     else:
         raise InputError(path, "expected a COCO results list or a COCO instances file with 'annotations'")
     return check_detections(detections, coco_gt, iou_type, path, gt_name)
+
+
+def align_to_ground_truth(data: dict, coco_gt: COCO, path: str, gt_name: str) -> List[dict]:
+    """The annotations of a COCO instances file of detections (tools/predict.py writes them), with
+    image ids mapped to the ground truth's by file name and category ids by class name, where the
+    file lists its images and categories: a folder labeled on its own numbers its images 1, 2, ..."""
+    image_map, category_map = {}, {}
+    gt_by_name = {im.get("file_name"): im["id"] for im in coco_gt.dataset["images"]}
+    gt_by_base = {}
+    for name, image_id in gt_by_name.items():
+        gt_by_base.setdefault(os.path.basename(str(name)), []).append(image_id)
+    for i, image in enumerate(data.get("images") or []):
+        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
+            raise InputError(path, f"images[{i}] needs 'id' and 'file_name'")
+        name = image["file_name"]
+        found = gt_by_name.get(name)
+        if found is None and len(gt_by_base.get(os.path.basename(name), [])) == 1:
+            found = gt_by_base[os.path.basename(name)][0]
+        if found is None:
+            raise InputError(path, f"images[{i}]: {name!r} is not an image of {gt_name}")
+        image_map[image["id"]] = found
+    gt_categories = {c["name"]: c["id"] for c in coco_gt.dataset["categories"]}
+    for i, category in enumerate(data.get("categories") or []):
+        if isinstance(category, dict) and category.get("name") in gt_categories:
+            category_map[category.get("id")] = gt_categories[category["name"]]
+    if not image_map and not category_map:
+        return data["annotations"]
+    aligned = []
+    for det in data["annotations"]:
+        if isinstance(det, dict):
+            det = dict(det, image_id=image_map.get(det.get("image_id"), det.get("image_id")),
+                       category_id=category_map.get(det.get("category_id"), det.get("category_id")))
+        aligned.append(det)
+    return aligned
 
 
 def check_detections(detections, coco_gt: COCO, iou_type: str, source: str, gt_name: str) -> List[dict]:

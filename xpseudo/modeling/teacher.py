@@ -179,18 +179,21 @@ class XPMTeacher(GeneralizedRCNN):
             parts.append(self._embeddings(plain, "the plain caption words", self.embedding_provider.without_files()))
         return torch.cat(parts)
 
-    def set_vocabulary(self, vocabulary: Vocabulary, what: str = "the vocabulary") -> None:
-        """Classify into ``vocabulary``'s classes from now on (index i = class i)."""
+    def set_vocabulary(self, vocabulary, what: str = "the vocabulary") -> Vocabulary:
+        """Classify into these classes from now on (output class i = the vocabulary's class i).
+        ``vocabulary``: a Vocabulary, a list of names, comma-separated names, or a vocabulary file
+        (names, synonyms, prompts; see ``xpseudo.text.vocabulary``). Returns the Vocabulary."""
+        vocabulary = Vocabulary.parse(vocabulary, what)
         self.roi_heads.set_class_embeddings(self._embeddings(vocabulary, what))
         self.vocabulary = vocabulary
+        return vocabulary
 
     def forward(self, batched_inputs: List[Dict]):
         if not self.training:
             return self.inference(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        annotated = [i for i, x in enumerate(batched_inputs) if "instances" in x]
-        captioned = [i for i, x in enumerate(batched_inputs) if "instances" not in x and x.get("caption_words")]
+        annotated, captioned = self._split_batch(batched_inputs)
         losses = {}
         if annotated:
             losses.update(self._detection_losses(batched_inputs, images, features, annotated))
@@ -198,6 +201,18 @@ class XPMTeacher(GeneralizedRCNN):
             # the key is always there: detectron2 averages each loss over processes by name
             losses["loss_grounding"] = self.grounding_weight * self._grounding_loss(batched_inputs, images, features, captioned)
         return losses
+
+    @staticmethod
+    def _split_batch(batched_inputs: List[Dict]):
+        """Indices of the annotated images and of the caption images (loops, not filtered
+        comprehensions, which TorchScript cannot compile)."""
+        annotated, captioned = [], []
+        for i, x in enumerate(batched_inputs):
+            if "instances" in x:
+                annotated.append(i)
+            elif x.get("caption_words"):
+                captioned.append(i)
+        return annotated, captioned
 
     @staticmethod
     def _subset(images: ImageList, features: Dict[str, torch.Tensor], indices: List[int]):

@@ -1,4 +1,6 @@
 """The vocabulary of a registered dataset and the text-embedding provider a config describes."""
+from typing import Optional
+
 from detectron2.data import MetadataCatalog
 
 from xpseudo.text.caption_matcher import CaptionMatcher
@@ -42,3 +44,12 @@ def build_embedding_provider(cfg) -> ClassEmbeddingProvider:
         average_synonyms=xpm.AVERAGE_SYNONYMS,
         cache_dir=xpm.EMBEDDING_CACHE_DIR or None,
     )
+
+
+def default_vocabulary(cfg, dataset: Optional[str] = None) -> Optional[Vocabulary]:
+    """The classes a tool uses when the user names none: ``dataset``'s, else those of the config's
+    first test dataset; None when neither names classes."""
+    for name in ([dataset] if dataset else []) + list(cfg.DATASETS.TEST[:1]):
+        if MetadataCatalog.get(name).get("thing_classes"):
+            return dataset_vocabulary(name)
+    return None

@@ -35,11 +35,12 @@ def image_problem(image) -> Optional[str]:
     return None
 
 
-def annotation_problem(ann) -> Tuple[Optional[str], Optional[Tuple[int, int]], int]:
+def annotation_problem(ann, allow_empty: bool = False) -> Tuple[Optional[str], Optional[Tuple[int, int]], int]:
     """The checks an annotation passes on its own: (problem, RLE size [h, w], mask area).
 
     The student decodes ``segmentation`` as an RLE with string counts, needs a 4-number ``bbox``,
     and detectron2 refuses ``ignore``; ``area``, when given, must be the mask's (within 1 pixel).
+    An empty mask is a problem unless ``allow_empty`` (raw predictions kept for evaluation).
     """
     if not isinstance(ann, dict):
         return f"must be an object, got {type(ann).__name__}", None, 0
@@ -54,7 +55,7 @@ def annotation_problem(ann) -> Tuple[Optional[str], Optional[Tuple[int, int]], i
         area = int(mask_util.area({"size": size, "counts": rle["counts"].encode()}))
     except Exception as e:  # pycocotools raises assorted errors on malformed counts
         return f"unreadable RLE counts ({e})", None, 0
-    if area <= 0 or area > size[0] * size[1] or ("area" in ann and abs(area - ann["area"]) > 1):
+    if (area <= 0 and not allow_empty) or area > size[0] * size[1] or ("area" in ann and abs(area - ann["area"]) > 1):
         return f"RLE counts do not decode to a mask of area {ann.get('area')} inside the image", None, 0
     band = ann.get("uncertain_segmentation")
     if band is not None:

@@ -175,13 +175,14 @@ def _read_header_and_footer(path: str) -> Tuple[dict, Optional[dict]]:
     return header, footer
 
 
-def _write_merged(f, paths: List[str], categories: List[dict], index: IndexBuilder, tmp: str) -> int:
-    """Write the merged COCO file to ``f`` in one pass over each shard, adding every labeled image
-    with the byte spans of its entries to ``index``. Images go straight to the output and
-    annotations (which COCO lists after all images) to a spill file appended at the end. Returns
-    the byte offset where the annotations start."""
+def _write_merged(f, paths: List[str], categories: List[dict], index: IndexBuilder, tmp: str, keep: Tuple[str, ...] = ("labeled",),
+                  description: str = "xpseudo pseudo labels", provenance_name: str = "provenance.json", allow_empty: bool = False) -> int:
+    """Write the merged COCO file to ``f`` in one pass over each shard, adding every image whose
+    status is in ``keep`` with the byte spans of its entries to ``index``. Images go straight to the
+    output and annotations (which COCO lists after all images) to a spill file appended at the end.
+    Returns the byte offset where the annotations start."""
     category_ids = {c["id"] for c in categories}
-    head = '{"info":' + _dumps({"description": "xpseudo pseudo labels", "provenance": "provenance.json"})
+    head = '{"info":' + _dumps({"description": description, "provenance": provenance_name})
     head += ',"categories":' + _dumps(categories) + ',"images":['
     f.write(head)
     position = len(head)  # bytes written: the JSON is ASCII (json.dumps escapes the rest)
@@ -191,7 +192,7 @@ def _write_merged(f, paths: List[str], categories: List[dict], index: IndexBuild
             for number, line in enumerate(iter_shard(path), 1):
                 if "annotation" in line:
                     ann = {"id": next_id, **line["annotation"]}
-                    problem, size, _ = annotation_problem(ann)
+                    problem, size, _ = annotation_problem(ann, allow_empty)
                     if problem is None and ann["category_id"] not in category_ids:
                         problem = f"category_id {ann['category_id']} is not among the categories"
                     if problem:
@@ -204,7 +205,7 @@ def _write_merged(f, paths: List[str], categories: List[dict], index: IndexBuild
                     next_id += 1
                 elif "image" in line:
                     image = line["image"]
-                    labeled = line.get("status") == "labeled"
+                    labeled = line.get("status") in keep
                     problem = image_problem(image) if labeled else (f"{len(pending)} annotations before an image with status {line.get('status')!r}" if pending else None)
                     for ann_number, ann, size, _ in pending if problem is None else ():
                         if ann["image_id"] != image["id"]:
@@ -241,11 +242,16 @@ def find_shards(output_dir: str) -> Dict[int, List[str]]:
     return found
 
 
-def merge_shards(output_dir: str, num_shards: Optional[int] = None, image_root: Optional[str] = None) -> dict:
+def merge_shards(output_dir: str, num_shards: Optional[int] = None, image_root: Optional[str] = None, output: Optional[str] = None,
+                 provenance_file: Optional[str] = None, keep: Tuple[str, ...] = ("labeled",), description: str = "xpseudo pseudo labels",
+                 allow_empty_masks: bool = False) -> dict:
     """Check the N shards in DIR/shards and write DIR/pseudo_labels.json (COCO instances with the
     labeled images, all categories, numbered annotations), its index DIR/pseudo_labels.index (see
     ``label_index``) and DIR/provenance.json. Every entry is checked as the student needs it, and
-    with ``image_root`` every labeled image must exist there. Returns the provenance written."""
+    with ``image_root`` every labeled image must exist there. Returns the provenance written.
+    ``output``, ``provenance_file`` and ``keep`` (the image statuses written) serve other writers of
+    shards (tools/predict.py keeps images with no detection too, and with --keep-empty-masks
+    detections whose mask is empty: ``allow_empty_masks``)."""
     found = find_shards(output_dir)
     if num_shards is None:
         if len(found) != 1:
@@ -281,12 +287,14 @@ def merge_shards(output_dir: str, num_shards: Optional[int] = None, image_root: 
     if end != reference["num_images"]:
         raise InputError(paths[-1], f"shards cover {end} images, the dataset has {reference['num_images']}")
 
-    output = os.path.join(output_dir, "pseudo_labels.json")
+    output = output or os.path.join(output_dir, "pseudo_labels.json")
+    provenance_file = provenance_file or os.path.join(output_dir, "provenance.json")
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".merge.") as tmp:
         index = IndexBuilder(tmp, output)
         try:
             with atomic_write(output) as f:
-                annotations_base = _write_merged(f, paths, reference["categories"], index, tmp)
+                annotations_base = _write_merged(f, paths, reference["categories"], index, tmp, tuple(keep), description,
+                                                 os.path.basename(provenance_file), allow_empty_masks)
                 if image_root is not None:
                     check_image_files(output, image_root, index.file_names(), index.images["image_id"].memmap())
             index.finish(index_path(output), {"source": source_fingerprint(output), "images_checked_under": image_root,
@@ -302,7 +310,7 @@ def merge_shards(output_dir: str, num_shards: Optional[int] = None, image_root: 
         "counts": totals,
         "shards": [{"index": h["shard"]["index"], "start": h["shard"]["start"], "end": h["shard"]["end"], **ft} for h, ft in zip(headers, footers)],
         "merged": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "output": "pseudo_labels.json",
+        "output": os.path.basename(output),
     }
-    atomic_write_json(os.path.join(output_dir, "provenance.json"), provenance, indent=2)
+    atomic_write_json(provenance_file, provenance, indent=2)
     return provenance

@@ -11,6 +11,8 @@ import os
 import warnings
 from typing import List, Optional
 
+from xpseudo.data.dataset_files import absolute_dataset_file_opts
+
 from .options import build_executor, job_port, on_cpu, print_submitted
 
 logger = logging.getLogger(__name__)
@@ -119,7 +121,7 @@ def submit_training(args, dependency=None, name: str = "xpm-train"):
     args = copy.deepcopy(args)
     job_dir = os.path.abspath(args.job_dir or os.path.join(os.getcwd(), "slurm_jobs"))
     args.job_dir = job_dir
-    args.opts = on_cpu(_with_output_dir(args.opts, os.path.join(job_dir, "output")), args.gpus_per_node)
+    args.opts = on_cpu(_with_output_dir(absolute_dataset_file_opts(args.opts), os.path.join(job_dir, "output")), args.gpus_per_node)
     args.slurm = False
     args.num_gpus = args.gpus_per_node if args.gpus_per_node > 0 else max(args.num_gpus, 1)
     cfg = load_config(args.config_file, args.opts)
@@ -144,7 +146,7 @@ def submit_pseudo_labels(args, dependency=None, require_weights: bool = True):
     args = copy.deepcopy(args)
     num_shards = args.num_shards or 1
     args.num_shards = num_shards
-    args.opts = on_cpu(args.opts, args.gpus_per_node)
+    args.opts = on_cpu(absolute_dataset_file_opts(args.opts), args.gpus_per_node)
     cfg = load_config(args.config_file, args.opts)
     dataset, _ = check_inputs(cfg, args, require_weights=require_weights)  # more shards than images etc.: before submitting
     shard_executor = build_executor(args, "xpm-pseudo-shard", gpus_per_node=min(args.gpus_per_node, 1), after=dependency or ())

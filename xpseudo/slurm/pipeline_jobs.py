@@ -2,6 +2,7 @@
 import argparse
 import os
 
+from xpseudo.data.dataset_files import absolute_dataset_file_opts
 from xpseudo.pseudo.cli import labeled_dataset
 
 from .jobs import PipelineSummaryJob, submit_pseudo_labels, submit_training
@@ -47,7 +48,7 @@ def submit_pipeline(args, argv):
         previous = [submit_training(training(student_cfg_file, student), dependency=previous, name="xpm-student")]
         jobs["student"] = previous
     executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=previous)
-    summary = executor.submit(PipelineSummaryJob(argv))
+    summary = executor.submit(PipelineSummaryJob(absolute_dataset_file_opts(argv)))
     print_submitted("evaluation and summary", [summary])
     jobs["summary"] = [summary]
     print(f"job ids recorded in {record_jobs(p.output, jobs)}; see where they stand with --status")

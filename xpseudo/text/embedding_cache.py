@@ -48,12 +48,16 @@ class ClassEmbeddingProvider:
             (), self.model_name, self.pretrained, self.seed, self.templates, self.average_synonyms, self.cache_dir
         )
 
+    def templates_for(self, vocabulary: Vocabulary) -> tuple:
+        """The vocabulary's own prompts where its file gives them, else the provider's."""
+        return tuple(vocabulary.prompts) or self.templates
+
     def cache_key(self, vocabulary: Vocabulary) -> str:
         description = {
             "model": self.model_name,
             "pretrained": self.pretrained,
             "seed": self.seed if self.pretrained in (None, "", "none") else None,
-            "templates": list(self.templates),
+            "templates": list(self.templates_for(vocabulary)),
             "average_synonyms": self.average_synonyms,
             "classes": [[c.name] + (list(c.synonyms) if self.average_synonyms else []) for c in vocabulary],
         }
@@ -66,8 +70,9 @@ class ClassEmbeddingProvider:
             if missing:
                 raise InputError(
                     ", ".join(self.files),
-                    f"no text embedding for {len(missing)} classes of {dataset}: {missing[:10]} "
-                    "(dump embeddings for its vocabulary with tools/dump_text_embeddings.py)",
+                    f"no text embedding for {', '.join(repr(n) for n in missing[:10])}{' ...' if len(missing) > 10 else ''} "
+                    f"({len(missing)} of the {len(vocabulary)} classes of {dataset}); dump embeddings for them with "
+                    "tools/dump_text_embeddings.py, or leave MODEL.XPM.TEXT_EMBEDDINGS empty to compute them",
                 )
             return np.stack([self._rows[n] for n in vocabulary.names]).astype(np.float32)
         path = os.path.join(self.cache_dir, f"text_embeddings_{self.model_name}_{self.cache_key(vocabulary)}.npy")
@@ -76,9 +81,10 @@ class ClassEmbeddingProvider:
         if self._encoder is None:
             self._encoder = build_text_encoder(self.model_name, self.pretrained, self.seed)
         model, tokenizer = self._encoder
-        array = compute_text_embeddings(vocabulary, model, tokenizer, templates=self.templates, average_synonyms=self.average_synonyms)
+        templates = self.templates_for(vocabulary)
+        array = compute_text_embeddings(vocabulary, model, tokenizer, templates=templates, average_synonyms=self.average_synonyms)
         save_text_embeddings(
-            path, array, vocabulary, model=self.model_name, pretrained=self.pretrained, prompts=list(self.templates),
+            path, array, vocabulary, model=self.model_name, pretrained=self.pretrained, prompts=list(templates),
             average_synonyms=self.average_synonyms, seed=self.seed,
         )
         return array

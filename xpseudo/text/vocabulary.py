@@ -1,8 +1,11 @@
 """Vocabulary files: the classes a model knows, with synonyms.
 
-A vocabulary file is either a JSON list of categories ``{"id", "name", "synonyms"?}`` or any
-COCO/LVIS annotation JSON, whose ``categories`` are used (LVIS lists synonyms per category).
+A vocabulary file is either a JSON list of categories ``{"id", "name", "synonyms"?}``, an object
+``{"categories": [...], "prompts": ["a photo of a {}.", ...]?}`` (prompts: the templates its
+classes are embedded with), or any COCO/LVIS annotation JSON, whose ``categories`` are used (LVIS
+lists synonyms per category).
 """
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Sequence, Tuple
@@ -39,9 +42,14 @@ class Category:
 class Vocabulary:
     """An ordered list of categories; index i is the i-th class (contiguous id)."""
 
-    def __init__(self, categories: Sequence[Category], source: str = "<memory>"):
+    def __init__(self, categories: Sequence[Category], source: str = "<memory>", prompts: Sequence[str] = ()):
+        """``prompts``: templates with "{}" this vocabulary's classes are embedded with; empty: the
+        config's (MODEL.XPM.PROMPTS)."""
         self.categories: List[Category] = list(categories)
         self.source = source
+        self.prompts: Tuple[str, ...] = tuple(prompts)
+        if any(not isinstance(p, str) or "{}" not in p for p in self.prompts):
+            raise InputError(source, f"'prompts' must be templates with a '{{}}' for the class name, got {list(self.prompts)}")
         self._index: Dict[str, int] = {}
         seen_ids = set()
         for i, c in enumerate(self.categories):
@@ -62,6 +70,9 @@ class Vocabulary:
     def from_file(cls, path: str) -> "Vocabulary":
         data = load_json(path, "vocabulary file")
         entries = data.get("categories") if isinstance(data, dict) else data
+        prompts = data.get("prompts", []) if isinstance(data, dict) else []
+        if not isinstance(prompts, list):
+            raise InputError(path, f"'prompts' must be a list of templates, got {prompts!r}")
         if not isinstance(entries, list):
             raise InputError(path, "expected a list of categories or a JSON object with 'categories'")
         categories = []
@@ -73,7 +84,30 @@ class Vocabulary:
             if not isinstance(synonyms, list) or not all(isinstance(s, str) for s in synonyms):
                 raise InputError(path, f"categories[{i}] ({entry['name']!r}): 'synonyms' must be a list of strings")
             categories.append(Category(entry["id"], entry["name"], tuple(synonyms)))
-        return cls(sorted(categories, key=lambda c: c.id), source=path)
+        return cls(sorted(categories, key=lambda c: c.id), source=path, prompts=prompts)
+
+    @classmethod
+    def parse(cls, value, what: str = "the vocabulary") -> "Vocabulary":
+        """A vocabulary from what a user gives: a Vocabulary, a list of names, a path to a vocabulary
+        file (or any COCO/LVIS annotation file), or comma-separated names ("cat,zebra,kite")."""
+        if isinstance(value, Vocabulary):
+            return value
+        if isinstance(value, (list, tuple)):
+            names = [str(n).strip() for n in value]
+        elif isinstance(value, str) and (value.lower().endswith(".json") or os.path.isfile(value)):
+            return cls.from_file(value)
+        elif isinstance(value, str):
+            names = [n.strip() for n in value.split(",")]
+        else:
+            raise TypeError(f"{what}: expected names, a file or a Vocabulary, got {type(value).__name__}")
+        if not names or not all(names):
+            raise InputError(what, f"needs class names separated by commas, got {value!r}")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise InputError(what, f"names {duplicates} more than once")
+        vocabulary = cls.from_names(names)
+        vocabulary.source = what
+        return vocabulary
 
     def to_json(self) -> List[dict]:
         return [{"id": c.id, "name": c.name, "synonyms": list(c.synonyms)} for c in self.categories]
@@ -97,7 +131,7 @@ class Vocabulary:
         unknown = wanted - set(self._index)
         if unknown:
             raise KeyError(f"{sorted(unknown)} not in the vocabulary from {self.source}")
-        return Vocabulary([c for c in self.categories if c.name in wanted], source=self.source)
+        return Vocabulary([c for c in self.categories if c.name in wanted], source=self.source, prompts=self.prompts)
 
     def __len__(self) -> int:
         return len(self.categories)
