@@ -161,7 +161,8 @@ class TestSubmission(unittest.TestCase):
     def test_local_executor_trains_then_labels_two_shards_and_merges(self):
         jobs, out = os.path.join(self.tmp.name, "local_jobs"), os.path.join(self.tmp.name, "local_train")
         env = {"DETECTRON2_DATASETS": self.tmp.name}
-        result = run_script("tools/train_net.py", "--config-file", CONFIG, "--slurm", "--slurm-cluster", "local", "--gpus-per-node", "0",
+        # no --gpus-per-node: the local executor runs as many processes as this machine has GPUs, or one on the CPU
+        result = run_script("tools/train_net.py", "--config-file", CONFIG, "--slurm", "--slurm-cluster", "local",
                             "--job-dir", jobs, *self.opts, "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "1", "OUTPUT_DIR", out, env=env)
         self.assertIn("submitted training", result.stdout)
         self.assertIn("local jobs finished", result.stdout)
@@ -175,6 +176,18 @@ class TestSubmission(unittest.TestCase):
             provenance = json.load(f)
         self.assertEqual(len(provenance["shards"]), 2)
         self.assertEqual(provenance["counts"]["images"], 6)
+
+    def test_local_executor_refuses_more_gpus_than_the_machine_has(self):
+        import torch
+
+        jobs = os.path.join(self.tmp.name, "refused_jobs")
+        asked = torch.cuda.device_count() + 1
+        result = run_script("tools/train_net.py", "--config-file", CONFIG, "--slurm", "--slurm-cluster", "local", "--gpus-per-node", asked,
+                            "--job-dir", jobs, *self.opts, "SOLVER.MAX_ITER", "2", check=False)
+        self.assertEqual(result.returncode, 2, result.stderr[-2000:])
+        self.assertIn(f"error: --gpus-per-node {asked}: this machine has {asked - 1} GPU(s) and --slurm-cluster local runs the jobs here",
+                      result.stderr)
+        self.assertEqual(glob.glob(os.path.join(jobs, "*", "*.pkl")), [])  # nothing submitted
 
     def test_slurm_executor_writes_the_requested_sbatch_files(self):
         jobs = os.path.join(self.tmp.name, "slurm_jobs")

@@ -10,13 +10,13 @@ import sys
 
 from detectron2.engine import default_argument_parser
 
-from xpseudo.slurm import SlurmOptionError, add_slurm_arguments
+from xpseudo.slurm import SlurmOptionError, add_slurm_arguments, finish_slurm_arguments
 
 
 def parse_args(argv=None):
     parser = default_argument_parser()
     add_slurm_arguments(parser)
-    return parser.parse_args(argv)
+    return finish_slurm_arguments(parser.parse_args(argv))
 
 
 def invoke_main(argv=None) -> int:

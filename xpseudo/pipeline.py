@@ -9,7 +9,7 @@ from typing import Optional
 
 from xpseudo.data.dataset_files import absolute_dataset_file_opts
 from xpseudo.pseudo.cli import labeled_dataset
-from xpseudo.slurm.options import add_slurm_arguments, on_cpu
+from xpseudo.slurm.options import add_slurm_arguments, finish_slurm_arguments, on_cpu
 from xpseudo.utils.io import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,7 +167,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--config-dir is required")
     for key in ("opts", "grounding_opts", "teacher_opts", "student_opts"):  # the stages run as other processes
         setattr(args, key, absolute_dataset_file_opts(getattr(args, key)))
-    return args
+    return finish_slurm_arguments(args)
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 
-from xpseudo.slurm.options import add_slurm_arguments
+from xpseudo.slurm.options import add_slurm_arguments, finish_slurm_arguments
 from xpseudo.utils.io import InputError
 
 from .shards import merge_shards, shard_bounds
@@ -51,7 +51,7 @@ def parse_args(argv=None):
         parser.error("--merge merges all shards; drop --shard-index")
     if args.slurm and (args.merge or args.shard_index is not None):
         parser.error("--slurm submits every shard and the merge; drop --merge / --shard-index")
-    return args
+    return finish_slurm_arguments(args)
 
 
 def setup(args, add_config=None):

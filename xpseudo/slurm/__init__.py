@@ -7,6 +7,6 @@ which imports detectron2 only when it runs; ``pipeline_jobs`` chains the pipelin
 ``status`` tells where they stand. Dependencies run one way: the library's command lines use
 ``options`` only, the jobs call the library, and the tools call the jobs.
 """
-from .options import SlurmOptionError, add_slurm_arguments, build_executor, job_port, print_submitted
+from .options import SlurmOptionError, add_slurm_arguments, build_executor, finish_slurm_arguments, job_port, print_submitted
 
-__all__ = ["SlurmOptionError", "add_slurm_arguments", "build_executor", "job_port", "print_submitted"]
+__all__ = ["SlurmOptionError", "add_slurm_arguments", "build_executor", "finish_slurm_arguments", "job_port", "print_submitted"]

@@ -17,8 +17,9 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slurm-cluster", choices=CLUSTERS, default="slurm",
                        help="submitit executor: slurm, or local (run as a local background job; what the tests use)")
     group.add_argument("--nodes", type=int, default=1)
-    group.add_argument("--gpus-per-node", type=int, default=8,
-                       help="0: a CPU partition (training then runs --num-gpus processes per node with MODEL.DEVICE cpu)")
+    group.add_argument("--gpus-per-node", type=int, default=None,
+                       help="default: 8 on Slurm; with --slurm-cluster local or debug, the GPUs of this machine. "
+                            "0: a CPU partition (training then runs --num-gpus processes per node with MODEL.DEVICE cpu)")
     group.add_argument("--partition", default=None)
     group.add_argument("--time", type=int, default=60 * 24, help="time limit in minutes")
     group.add_argument("--job-dir", default=None, help="submitit folder (logs, pickles); default ./slurm_jobs")
@@ -38,6 +39,20 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
                             "names submitit does not know are refused")
     group.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
                        help="any sbatch option written as is into the batch file (e.g. mail-type=END)")
+
+
+def local_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def finish_slurm_arguments(args):
+    """Defaults that depend on where jobs run: --gpus-per-node is 8 on a Slurm cluster, and for the
+    local executors (which run on this machine) the GPUs this machine has (0: CPU processes)."""
+    if getattr(args, "gpus_per_node", 0) is None:
+        args.gpus_per_node = 8 if args.slurm_cluster == "slurm" else local_gpu_count()
+    return args
 
 
 def slurm_fields(args) -> Dict[str, object]:
@@ -98,6 +113,7 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
     for the local executor, which has no dependencies, by waiting for them here."""
     import submitit
 
+    finish_slurm_arguments(args)
     job_dir = check_job_dir(args.job_dir or os.path.join(os.getcwd(), "slurm_jobs"))
     gpus = args.gpus_per_node if gpus_per_node is None else gpus_per_node
     cpus, cpus_flag = cpus_per_task(args, gpus, tasks_per_node, processes)
@@ -118,6 +134,9 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
         slurm_signal_delay_s=120,  # time for checkpoint() to requeue before the kill
     )
     parameters.update({f"slurm_{k}": v for k, v in _key_values(args.slurm_option, "--slurm-option").items()})
+    if args.slurm_cluster != "slurm" and gpus > local_gpu_count():  # the local executors run on this machine
+        raise SlurmOptionError(f"--gpus-per-node {gpus}: this machine has {local_gpu_count()} GPU(s) and --slurm-cluster "
+                               f"{args.slurm_cluster} runs the jobs here (leave the flag out, or give 0 for CPU processes)")
     if args.slurm_cluster == "slurm":
         check_request(args.partition, nodes=parameters["nodes"], gpus_per_node=gpus, cpus_per_node=cpus * tasks_per_node,
                       mem_gb=args.mem_gb, cpus_flag=cpus_flag)
