@@ -76,6 +76,22 @@ class TestPipelineOnADatasetFile(unittest.TestCase):
                 self.assertEqual(json.load(f)["dataset"], "custom_train_captions")
             with open(os.path.join(out, "student", "config.yaml")) as f:  # the file, absolute, reached the student
                 self.assertIn(os.path.join(mine, "datasets.yaml"), f.read())
+            # README's next steps with the student: label a folder, export with the same vocabulary
+            student = [*tiny_custom_opts(emb), "MODEL.WEIGHTS", os.path.join(out, "student", "model_final.pth"),
+                       "XPM.DATASET_FILES", f"('{os.path.join(mine, 'datasets.yaml')}',)"]
+            config = os.path.join(REPO, "configs", "custom", "xpm_student_R50_FPN_1x.yaml")
+            photos = os.path.join(mine, "data", "images", "val")
+            run_script("tools/predict.py", "--config-file", config, "--input", photos, "--vocabulary", "star,cross,crescent",
+                       "--output", os.path.join(tmp, "photos.json"), "--draw", os.path.join(tmp, "photos_drawn"), *student)
+            with open(os.path.join(tmp, "photos.json")) as f:
+                labeled = json.load(f)
+            self.assertEqual(len(labeled["images"]), 4)
+            self.assertEqual([c["name"] for c in labeled["categories"]], ["star", "cross", "crescent"])
+            self.assertEqual(len(os.listdir(os.path.join(tmp, "photos_drawn"))), 4)
+            exported = run_script("tools/export_model.py", "--config-file", config, "--format", "torchscript", "--output",
+                                  os.path.join(tmp, "exported"), "--vocabulary", "star,cross,crescent", "--verify",
+                                  os.path.join(photos, "100001.png"), os.path.join(photos, "100002.png"), *student)
+            self.assertIn("(tolerance 0.0001): OK", exported.stdout)
 
 
 @requires_detectron2
