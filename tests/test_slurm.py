@@ -221,7 +221,7 @@ class TestSubmission(unittest.TestCase):
     def test_pipeline_jobs_wait_for_each_other(self):
         out = os.path.join(self.tmp.name, "pipe")
         result = run_script("tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2",
-                            "--slurm", "--partition", "gpu", "--grounding", "--opts", *self.opts, env=self.slurm_env)
+                            "--slurm", "--partition", "gpu", "--nodes", "2", "--grounding", "--opts", *self.opts, env=self.slurm_env)
         ids = {}
         for line in result.stdout.splitlines():
             if line.startswith("submitted "):
@@ -242,6 +242,9 @@ class TestSubmission(unittest.TestCase):
         for job_id in (teacher, shards, merge, student, summary):  # a failed stage ends its dependents
             text = files.get(f"{job_id}_submission.sh") or files[f"{job_id}_0_submission.sh"]
             self.assertIn("#SBATCH --kill-on-invalid-dep=yes", text)
+        for job_id, nodes in ((grounding, 2), (teacher, 2), (shards, 1), (merge, 1), (student, 2), (summary, 1)):  # --nodes is training's
+            text = files.get(f"{job_id}_submission.sh") or files[f"{job_id}_0_submission.sh"]
+            self.assertIn(f"#SBATCH --nodes={nodes}\n", text)
         with open(os.path.join(out, "slurm_jobs.json")) as f:  # what --status reads
             recorded = json.load(f)["stages"]
         self.assertEqual([(s["stage"], s["jobs"][0]["job_id"].split("_")[0]) for s in recorded],

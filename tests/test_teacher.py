@@ -222,3 +222,8 @@ class TestTrainNet(unittest.TestCase):
             self.assertEqual(result.stdout.count("instances ->"), 2)
             drawn = cv2.imread(os.path.join(tmp, "demo", os.path.basename(images[0])))
             self.assertEqual(drawn.shape, (96, 96, 3))
+            folder = os.path.join(tmp, "shapes", "images", "val")  # a folder works as the input too
+            result = run_script("tools/demo.py", "--config-file", "configs/shapes/xpm_teacher_R18_FPN.yaml", "--input", folder,
+                                "--output", os.path.join(tmp, "demo_folder"), "--vocabulary", "star,circle",
+                                "--opts", "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"), *common, env=env)
+            self.assertEqual(result.stdout.count("instances ->"), len(os.listdir(folder)))

@@ -145,7 +145,7 @@ def add_xpseudo_config(cfg):
     # classifier as a softmax over the image's named classes, the base classes it was trained on and
     # background, so that proposals that are no object (or an object of a base class) lose; the
     # probability is the confidence. "similarity" = cos(region, word), the authors'. Measured on
-    # shapes (README, "Pseudo-label captioned images"): novel AP50 of caption labels 9.0 -> 17.6.
+    # shapes (docs/ABLATIONS.md): novel AP50 of caption labels 9.0 -> 17.6.
     cfg.XPM.PSEUDO_LABELS.SCORE = "classifier"
     # With "similarity": confidence = sigmoid(cos(region, word) / SCORE_TEMPERATURE). The authors'
     # release has no temperature (1.0; on unnormalised embeddings). At 0.1 every pick's confidence
@@ -163,7 +163,7 @@ def add_xpseudo_config(cfg):
     # authors'); "exclusive", pairs taken best confidence first over all words, one object per pick
     # (a region overlapping any earlier pick, of any word, by more than PICK_IOU is passed over), so
     # a novel word does not take the base object its caption also names. Measured on shapes
-    # (README, "Pseudo-label captioned images"): caption novel AP50 20.9 -> 28.1 (PICK_IOU 0.5).
+    # (docs/ABLATIONS.md): caption novel AP50 20.9 -> 28.1 (PICK_IOU 0.5).
     # DEDUPLICATE has nothing left to do with it.
     cfg.XPM.PSEUDO_LABELS.ASSIGNMENT = "exclusive"
     # pairs whose confidence is below this are dropped (the authors': 0, no threshold)

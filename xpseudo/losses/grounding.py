@@ -9,7 +9,7 @@ directions: the right caption for each image and the right image for each captio
   attended similarities, one cross-entropy per direction, the two averaged;
 - "xpm" (the authors' release, after OVR-CNN): word-side and region-side scores kept apart, each
   trained in both directions: four cross-entropies, summed;
-- "noun_to_region" (text-supervised grouping; ../shared/RELATED.md): one way. Each caption word is
+- "noun_to_region" (after text-supervised grouping): one way. Each caption word is
   pulled to its best region of its own image and pushed from every region of the other images.
   Nothing asks a region to match a word, so the own image's other regions (objects the caption
   does not mention, background) take no part in the loss.

@@ -1,4 +1,4 @@
-"""Pixel-to-prototype contrast for mask features (plain torch; ../shared/RELATED.md).
+"""Pixel-to-prototype contrast for mask features (plain torch; after the pixel-to-prototype contrast of weakly supervised segmentation).
 
 Each class c has a prototype P_c, a momentum average of the L2-normalised mask-feature pixels that
 belong to c (inside a ground-truth mask, or a confident pseudo mask, of class c); background (the

@@ -31,8 +31,10 @@ it instead of parsing it whole) and OUTPUT/provenance.json.
 """
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, description: str = USAGE, slurm: bool = True):
+    """The labeler's command line; another labeler (projects/CLIPES) gives its own ``description``
+    and, when it does not submit jobs itself, ``slurm=False`` (no Slurm flags)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", help="the teacher's config")
     parser.add_argument("--dataset", help="registered captioned or weak-label dataset (default: the config's XPM.PSEUDO_LABELS.DATASET, "
                                           "else its first XPM.CAPTION_DATASETS)")
@@ -42,7 +44,10 @@ def parse_args(argv=None):
     parser.add_argument("--merge", action="store_true", help="only merge the finished shards in --output")
     parser.add_argument("--image-root", help="with --merge: the labeled images' folder; every labeled image must be there, and "
                         "the student then skips that check (the merge of a full run does it by itself)")
-    add_slurm_arguments(parser)
+    if slurm:
+        add_slurm_arguments(parser)
+    else:
+        parser.set_defaults(slurm=False)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs (MODEL.WEIGHTS is required)")
     args = parser.parse_args(argv)
     if not args.merge and not args.config_file:

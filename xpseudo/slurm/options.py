@@ -22,7 +22,7 @@ def add_slurm_arguments(parser: argparse.ArgumentParser) -> None:
                             "0: a CPU partition (training then runs --num-gpus processes per node with MODEL.DEVICE cpu)")
     group.add_argument("--partition", default=None)
     group.add_argument("--time", type=int, default=60 * 24, help="time limit in minutes")
-    group.add_argument("--job-dir", default=None, help="submitit folder (logs, pickles); default ./slurm_jobs")
+    group.add_argument("--job-dir", default=None, help="submitit folder (logs, pickles); default ./slurm_jobs, for run_pipeline.py OUTPUT/slurm_jobs")
     group.add_argument("--mem-gb", type=int, default=None, help="memory per node")
     group.add_argument("--cpus-per-gpu", type=int, default=10, help="CPUs asked per GPU (the default of --cpus-per-task)")
     group.add_argument("--cpus-per-task", type=int, default=None,
@@ -104,11 +104,12 @@ def cpus_per_task(args, gpus: int, tasks_per_node: int = 1, processes: int = 1) 
 
 
 def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Optional[int] = None, after: Sequence = (),
-                   processes: int = 1):
+                   processes: int = 1, nodes: Optional[int] = None):
     """A submitit AutoExecutor for ``args`` (flags of ``add_slurm_arguments``); every parameter is
     checked by submitit here, and (on a real cluster) the request per node against what ``sinfo``
     reports for the partition, so a bad one fails before anything is submitted rather than pending
-    forever. ``processes``: processes per node of a CPU job (its default CPUs). Its jobs start after
+    forever. ``processes``: processes per node of a CPU job (its default CPUs). ``nodes``: the job's
+    nodes where they are not ``--nodes`` (a shard or a merge needs one). Its jobs start after
     the jobs ``after`` succeed: a Slurm afterok dependency (an array is waited on as a whole), or,
     for the local executor, which has no dependencies, by waiting for them here."""
     import submitit
@@ -119,7 +120,7 @@ def build_executor(args, name: str, tasks_per_node: int = 1, gpus_per_node: Opti
     cpus, cpus_flag = cpus_per_task(args, gpus, tasks_per_node, processes)
     parameters = dict(
         name=name,
-        nodes=args.nodes if args.slurm_cluster == "slurm" else 1,  # a local job is one machine
+        nodes=(args.nodes if nodes is None else nodes) if args.slurm_cluster == "slurm" else 1,  # a local job is one machine
         tasks_per_node=tasks_per_node,
         gpus_per_node=gpus if gpus > 0 else None,  # a CPU job asks for no GPU at all
         cpus_per_task=cpus,

@@ -47,7 +47,7 @@ def submit_pipeline(args, argv):
         student = [*student_opts, "MODEL.WEIGHTS", teacher_weights, "XPM.PSEUDO_LABELS_FILE", pseudo_labels, "OUTPUT_DIR", student_dir]
         previous = [submit_training(training(student_cfg_file, student), dependency=previous, name="xpm-student")]
         jobs["student"] = previous
-    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=previous)
+    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=previous, nodes=1)  # evaluation runs on one node
     summary = executor.submit(PipelineSummaryJob(absolute_dataset_file_opts(argv)))
     print_submitted("evaluation and summary", [summary])
     jobs["summary"] = [summary]
