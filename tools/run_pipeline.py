@@ -6,6 +6,7 @@ import sys
 
 from xpseudo.pipeline import parse_args, run_pipeline
 from xpseudo.slurm import SlurmOptionError
+from xpseudo.utils.io import InputError
 
 
 def main(argv=None) -> int:
@@ -16,7 +17,7 @@ def main(argv=None) -> int:
 
         try:
             print(pipeline_status(args.output))
-        except FileNotFoundError as e:
+        except (FileNotFoundError, InputError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0

@@ -37,4 +37,6 @@ def invoke_main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(invoke_main())
+    from xpseudo.utils.user_errors import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(invoke_main))

@@ -15,8 +15,14 @@ def load_coco_captions(path: str) -> Tuple[List[dict], Dict[int, List[str]]]:
     images = data.get("images", [])
     for i, image in enumerate(images):
         require_keys(path, image, ("id",), f"images[{i}]")
+        if not isinstance(image["id"], int) or isinstance(image["id"], bool):
+            raise InputError(path, f"images[{i}]: 'id' must be an integer, got {image['id']!r}")
         image["file_name"] = checked_file_name(path, image, i)
-    known = {image["id"] for image in images}
+    known = set()
+    for i, image in enumerate(images):
+        if image["id"] in known:
+            raise InputError(path, f"images[{i}]: image id {image['id']!r} is listed twice")
+        known.add(image["id"])
     captions: Dict[int, List[str]] = defaultdict(list)
     for i, ann in enumerate(data["annotations"]):
         require_keys(path, ann, ("image_id", "caption"), f"annotations[{i}]")

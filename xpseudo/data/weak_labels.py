@@ -9,6 +9,7 @@ Each bad entry is an error naming the file and the entry, found before any pseud
 detectron2's COCO loader would silently keep the last of two images with one id and pass a box that
 leaves the image to the teacher.
 """
+import math
 import os
 from typing import Dict, Iterable, List
 
@@ -23,7 +24,7 @@ _ANNOTATION_KEYS = {"boxes": ("image_id", "category_id", "bbox"), "points": ("im
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_weak_label_file(path: str, kind: str, category_ids: Iterable[int]) -> dict:
@@ -42,6 +43,8 @@ def check_weak_label_file(path: str, kind: str, category_ids: Iterable[int]) -> 
         if missing:
             raise InputError(path, f"images[{i}] lacks {missing}")
         image["file_name"] = checked_file_name(path, image, i)
+        if not isinstance(image["id"], int) or isinstance(image["id"], bool):
+            raise InputError(path, f"images[{i}]: 'id' must be an integer, got {image['id']!r}")
         if image["id"] in images:
             raise InputError(path, f"images[{i}]: image id {image['id']} is listed twice")
         images[image["id"]] = image
@@ -78,7 +81,7 @@ def _outside(x: float, y: float, image: dict) -> bool:
 
 def _check_box(path: str, where: str, box, image: dict) -> None:
     if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-        raise InputError(path, f"{where}: bbox must be [x, y, width, height], got {box!r}")
+        raise InputError(path, f"{where}: bbox must be [x, y, width, height] of finite numbers, got {box!r}")
     x, y, w, h = box
     if w <= 0 or h <= 0:
         raise InputError(path, f"{where}: bbox {box} is empty")
@@ -88,7 +91,7 @@ def _check_box(path: str, where: str, box, image: dict) -> None:
 
 def _check_points(path: str, where: str, coords, labels, image: dict) -> None:
     if not (isinstance(coords, list) and all(isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in coords)):
-        raise InputError(path, f"{where}: point_coords must be a list of [x, y], got {coords!r}")
+        raise InputError(path, f"{where}: point_coords must be a list of [x, y] of finite numbers, got {coords!r}")
     if not (isinstance(labels, list) and len(labels) == len(coords) and all(v in (0, 1) for v in labels)):
         raise InputError(path, f"{where}: point_labels must be one 0 or 1 per point ({len(coords)}), got {labels!r}")
     for x, y in coords:

@@ -18,6 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from xpseudo.data.split import SPLITS, OvisSplit
 from xpseudo.utils.io import InputError, load_json
+from xpseudo.utils.rle import rle_problem
 
 IOU_TYPES = ("segm", "bbox")
 _FIELD_FOR = {"segm": "segmentation", "bbox": "bbox"}
@@ -29,11 +30,55 @@ def load_coco_gt(path: str) -> COCO:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise InputError(path, f"not a COCO instances file: no {key!r} list")
+    check_ground_truth(data, path)
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite_numbers(values, count: int) -> bool:
+    return (isinstance(values, list) and len(values) == count
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
+
+
+def check_ground_truth(data: dict, path: str) -> None:
+    """Every image has an integer id and its size, every annotation a known image and category, a
+    finite box and a mask of its image's size: otherwise COCOeval would drop or misread them and
+    change the AP without a word."""
+    images, categories = {}, set()
+    for i, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or not _is_int(image.get("id")):
+            raise InputError(path, f"images[{i}] needs an integer 'id'")
+        if not (_is_int(image.get("height")) and _is_int(image.get("width")) and image["height"] > 0 and image["width"] > 0):
+            raise InputError(path, f"images[{i}] (id {image['id']}) needs positive integer 'height' and 'width'")
+        if image["id"] in images:
+            raise InputError(path, f"images[{i}]: image id {image['id']} is listed twice")
+        images[image["id"]] = image
+    for i, category in enumerate(data["categories"]):
+        if not isinstance(category, dict) or not _is_int(category.get("id")) or not isinstance(category.get("name"), str):
+            raise InputError(path, f"categories[{i}] needs an integer 'id' and a 'name'")
+        categories.add(category["id"])
+    for i, ann in enumerate(data["annotations"]):
+        if not isinstance(ann, dict):
+            raise InputError(path, f"annotations[{i}] is not an object")
+        image = images.get(ann.get("image_id"))
+        if image is None:
+            raise InputError(path, f"annotations[{i}]: image_id {ann.get('image_id')!r} is not among the images")
+        if ann.get("category_id") not in categories:
+            raise InputError(path, f"annotations[{i}]: category_id {ann.get('category_id')!r} is not among the categories")
+        if "bbox" in ann and not _finite_numbers(ann["bbox"], 4):
+            raise InputError(path, f"annotations[{i}]: 'bbox' must be 4 finite numbers, got {ann['bbox']!r}")
+        segmentation = ann.get("segmentation")
+        if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
+            problem = rle_problem(segmentation, [image["height"], image["width"]])
+            if problem:
+                raise InputError(path, f"annotations[{i}]: {problem}")
 
 
 def load_detections(path: str, coco_gt: COCO, iou_type: str, gt_name: str = "the ground truth") -> List[dict]:
@@ -98,6 +143,10 @@ def check_detections(detections, coco_gt: COCO, iou_type: str, source: str, gt_n
             raise InputError(source, f"detection {i}: image_id {det['image_id']} is not an image of {gt_name}")
         if det["category_id"] not in coco_gt.cats:
             raise InputError(source, f"detection {i}: category_id {det['category_id']} is not a category of {gt_name}")
+        if not _finite_numbers([det["score"]], 1):
+            raise InputError(source, f"detection {i}: 'score' must be a finite number, got {det['score']!r}")
+        if iou_type == "bbox" and not _finite_numbers(det["bbox"], 4):
+            raise InputError(source, f"detection {i}: 'bbox' must be 4 finite numbers, got {det['bbox']!r}")
         det = {k: det[k] for k in ("image_id", "category_id", "score", field)}
         if iou_type == "segm":
             det["segmentation"] = _as_rle(det["segmentation"], image["height"], image["width"], source, i)
@@ -107,6 +156,9 @@ def check_detections(detections, coco_gt: COCO, iou_type: str, source: str, gt_n
 
 def _as_rle(segmentation, height: int, width: int, source: str, i: int) -> dict:
     if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
+        problem = rle_problem(segmentation, [height, width])
+        if problem:
+            raise InputError(source, f"detection {i}: {problem}")
         return segmentation
     try:
         if isinstance(segmentation, list):  # polygons

@@ -59,7 +59,8 @@ class OpenVocabOutputLayers(FastRCNNOutputLayers):
         per_proposal = F.cross_entropy(scores, gt_classes, reduction="none")
         class_weight = torch.where(gt_classes == scores.shape[1] - 1, self.background_weight, 1.0).to(scores.dtype)
         weight = class_weight if proposal_weights is None else class_weight * proposal_weights
-        return (per_proposal * weight).sum() / class_weight.sum()
+        # background weight 0 on a batch of background RoIs only: 0 / 0; the loss is 0 there
+        return (per_proposal * weight).sum() / class_weight.sum().clamp(min=torch.finfo(scores.dtype).tiny)
 
     def losses(self, predictions, proposals):
         losses = super().losses(predictions, proposals)

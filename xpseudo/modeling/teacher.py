@@ -145,11 +145,12 @@ class XPMTeacher(GeneralizedRCNN):
         return ret
 
     def _embeddings(self, vocabulary: Vocabulary, what: str, provider: Optional[ClassEmbeddingProvider] = None) -> torch.Tensor:
-        array = (provider or self.embedding_provider)(vocabulary, what)
+        provider = provider or self.embedding_provider
+        array = provider(vocabulary, what)
         expected = self.roi_heads.box_predictor.projection.out_features
         if array.shape[1] != expected:
             raise InputError(
-                vocabulary.source,
+                ", ".join(provider.files) or f"the text model {provider.model_name}",
                 f"text embeddings for {what} have dimension {array.shape[1]}, the model expects "
                 f"MODEL.XPM.EMBEDDING_DIM = {expected}",
             )

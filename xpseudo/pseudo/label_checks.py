@@ -5,6 +5,7 @@ Each check returns the problem as text (None when fine); the caller knows where 
 (the annotation's image, the category list) are separate so a streaming reader can run them once it
 has both.
 """
+import math
 import numbers
 from typing import Optional, Tuple
 
@@ -17,7 +18,8 @@ def _is_int(value) -> bool:
 
 
 def _is_number(value) -> bool:
-    return type(value) in (int, float) or (isinstance(value, numbers.Real) and not isinstance(value, bool))
+    # finite: a NaN box would be dropped by detectron2 without a word
+    return (type(value) in (int, float) or (isinstance(value, numbers.Real) and not isinstance(value, bool))) and math.isfinite(value)
 
 
 def image_problem(image) -> Optional[str]:
@@ -67,7 +69,7 @@ def annotation_problem(ann, allow_empty: bool = False) -> Tuple[Optional[str], O
             return f"unreadable 'uncertain_segmentation' counts ({e})", None, 0
     box = ann.get("bbox")
     if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
-        return f"'bbox' must be 4 numbers [x, y, width, height], got {box!r}", None, 0
+        return f"'bbox' must be 4 finite numbers [x, y, width, height], got {box!r}", None, 0
     if ann.get("ignore", 0) != 0:
         return "'ignore' annotations are not supported by detectron2", None, 0
     return None, (size[0], size[1]), area

@@ -135,6 +135,17 @@ class IndexBuilder:
     def file_names(self) -> "FileNames":
         return FileNames(self.names.memmap(), self.name_offsets.memmap())
 
+    def check_unique_ids(self) -> Optional[np.ndarray]:
+        """The order of the images by id (None: already ascending); an id listed twice is an error."""
+        if self._ascending:
+            return None
+        ids = self.image_ids()
+        order = np.argsort(ids, kind="stable")
+        repeated = ids[order][1:][np.diff(ids[order]) == 0]
+        if len(repeated):
+            raise InputError(self.source, f"image id {int(repeated[0])} appears more than once in 'images'")
+        return order
+
     def finish(self, path: str, header: dict, annotations: Optional[Dict[str, np.ndarray]] = None, annotation_offsets=None) -> None:
         """Write the index. ``annotations`` / ``annotation_offsets`` replace the collected ones
         (a reader that met the annotations apart from their images groups them itself)."""
@@ -142,12 +153,8 @@ class IndexBuilder:
         columns["annotation_offsets"] = self.annotation_offsets if annotation_offsets is None else annotation_offsets
         columns["name_offsets"], columns["names"] = self.name_offsets, self.names
         columns.update(self.annotations if annotations is None else annotations)
-        if not self._ascending:
-            ids = self.image_ids()
-            order = np.argsort(ids, kind="stable")
-            repeated = ids[order][1:][np.diff(ids[order]) == 0]
-            if len(repeated):
-                raise InputError(self.source, f"image id {int(repeated[0])} appears more than once in 'images'")
+        order = self.check_unique_ids()
+        if order is not None:
             columns["order"] = order.astype(np.int64)
         write_index(path, {**header, "num_images": len(self.images["image_id"])}, columns)
 

@@ -295,6 +295,8 @@ def merge_shards(output_dir: str, num_shards: Optional[int] = None, image_root: 
             with atomic_write(output) as f:
                 annotations_base = _write_merged(f, paths, reference["categories"], index, tmp, tuple(keep), description,
                                                  os.path.basename(provenance_file), allow_empty_masks)
+                # every check before the rename: a failed merge leaves an earlier result in place
+                index.check_unique_ids()
                 if image_root is not None:
                     check_image_files(output, image_root, index.file_names(), index.images["image_id"].memmap())
             index.finish(index_path(output), {"source": source_fingerprint(output), "images_checked_under": image_root,

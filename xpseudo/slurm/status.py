@@ -12,7 +12,7 @@ import pickle
 import subprocess
 from typing import Dict, List, Optional
 
-from xpseudo.utils.io import atomic_write_json
+from xpseudo.utils.io import InputError, atomic_write_json, load_json
 
 JOBS_FILE = "slurm_jobs.json"
 ENDED_BADLY = ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "PREEMPTED")
@@ -85,8 +85,13 @@ def pipeline_status(output: str) -> str:
     path = os.path.join(output, JOBS_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: no pipeline was submitted with --slurm to {output}")
-    with open(path) as f:
-        stages = json.load(f)["stages"]
+    data = load_json(path, "pipeline job record")
+    stages = data.get("stages") if isinstance(data, dict) else None
+    if not isinstance(stages, list) or not all(
+            isinstance(st, dict) and isinstance(st.get("stage"), str) and isinstance(st.get("jobs"), list) and st["jobs"]
+            and all(isinstance(j, dict) and {"job_id", "result", "stderr"} <= set(j) for j in st["jobs"]) for st in stages):
+        raise InputError(path, "not a job record of run_pipeline.py --slurm: expected 'stages', each with 'stage' and "
+                               "'jobs' holding 'job_id', 'result' and 'stderr'")
     lines = [f"{'stage':<21} {'job':<13} {'state':<17} why"]
     first_failure = None
     for stage in stages:

@@ -136,6 +136,9 @@ def load_text_embeddings(path: str, expected_classes: Optional[Sequence[str]] = 
             f"array shape {array.shape} does not match the sidecar "
             f"({len(sidecar['classes'])} classes x {sidecar['dimension']})",
         )
+    if not np.isfinite(array).all():
+        rows = sorted({int(r) for r in np.nonzero(~np.isfinite(array))[0]})
+        raise InputError(path, f"{len(rows)} rows hold NaN or infinite values (classes {[sidecar['classes'][r] for r in rows[:5]]})")
     if embedding_checksum(array) != sidecar["checksum"]:
         raise InputError(path, f"checksum differs from {meta_path}: the array was changed or is another file's")
     if expected_classes is not None and list(expected_classes) != list(sidecar["classes"]):

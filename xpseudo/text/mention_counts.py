@@ -44,7 +44,7 @@ def mention_count(words: Sequence[str], match: WordMatch, names: Iterable[str], 
         word = words[position]
         if word in NUMBER_WORDS:
             return NUMBER_WORDS[word]
-        if word.isdigit() and 1 <= int(word) <= MAX_DIGIT_COUNT:
+        if word.isascii() and word.isdigit() and 1 <= int(word) <= MAX_DIGIT_COUNT:  # "²" is a digit to str.isdigit, not to int()
             return int(word)
         if word in VAGUE_PLURALS:
             return plural_count
