@@ -122,6 +122,69 @@ class TestEvaluationRefusesWhatWouldChangeAP(FilesCase):
         self.assertNotIn("Traceback", result.stderr)
 
 
+class TestPseudoLabelReport(FilesCase):
+    """Row 9: a report is written only from checked inputs; nonsense thresholds are refused."""
+
+    def report(self, pseudo, output):
+        from xpseudo.evaluation.pseudo_label_report import write_report
+
+        return write_report(self.write("pl.json", pseudo), self.write("gt.json", ground_truth()),
+                            self.write("split.json", {"base": ["a"], "novel": ["b"]}), output)
+
+    def test_pseudo_rle_of_another_size_leaves_the_earlier_report(self):
+        output = os.path.join(self.tmp.name, "report")
+        good = {"images": ground_truth()["images"], "annotations": detections()}
+        self.assertAlmostEqual(self.report(good, output)["ap"]["AP50"], 100.0)
+        with open(os.path.join(output, "metrics.json")) as f:
+            before = f.read()
+        bad = {"images": ground_truth()["images"], "annotations": detections()}
+        bad["annotations"][1]["segmentation"] = rle(np.zeros((SIZE, SIZE + 1)))
+        with self.assertRaisesRegex(InputError, r"pl\.json: detection 1: RLE size \[8, 9\] is not the image's"):
+            self.report(bad, output)
+        with open(os.path.join(output, "metrics.json")) as f:
+            self.assertEqual(f.read(), before)
+        self.assertTrue(os.path.exists(os.path.join(output, "index.md")))
+
+    def test_the_tool_refuses_thresholds_outside_their_range(self):
+        common = ["--pseudo", "p.json", "--gt", "g.json", "--split", "s.json", "--output", "o"]
+        for flag, value, message in [("--iou-threshold", "2", "an IoU threshold is in (0, 1], got 2"),
+                                     ("--iou-threshold", "0", "an IoU threshold is in (0, 1], got 0"),
+                                     ("--worst", "-3", "a count of images is 0 or more, got -3")]:
+            with self.subTest(flag=flag, value=value):
+                result = run_script("tools/pseudo_label_report.py", *common, flag, value, check=False)
+                self.assertEqual(result.returncode, 2)
+                self.assertIn(message, result.stderr)
+
+
+class TestToolsReportFileSystemErrorsInOneLine(FilesCase):
+    """Row 13: a folder that cannot be written (here: a path below a regular file, which fails for
+    root too) or a missing input is one line naming the path, exit status 2, nothing lost."""
+
+    def assert_one_line(self, result, line):
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(result.stderr.strip().splitlines()[-1], "error: " + line)
+
+    def test_detectron2_free_tools(self):
+        blocker = self.write("a_file", {})
+        gt, split = self.write("gt.json", ground_truth()), self.write("split.json", {"base": ["a"], "novel": ["b"]})
+        dt = self.write("dt.json", detections())
+        below = os.path.join(blocker, "out.json")
+        self.assert_one_line(run_script("tools/evaluate_ovis.py", "--gt", gt, "--dt", dt, "--split", split, "--json-out", below, check=False),
+                             f"{blocker}: is a file, not a folder")
+        report = os.path.join(blocker, "report")
+        self.assert_one_line(run_script("tools/pseudo_label_report.py", "--pseudo", dt, "--gt", gt, "--split", split, "--output", report,
+                                        check=False), f"{blocker}: is a file, so the folder {report} cannot be made")
+        missing = os.path.join(self.tmp.name, "missing.json")
+        result = run_script("tools/evaluate_ovis.py", "--gt", missing, "--dt", dt, "--split", split, check=False)
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stderr.strip().splitlines()[-1], f"error: {missing}: ground-truth file does not exist")
+        self.assertNotIn("Traceback", result.stderr)
+        debug = run_script("tools/evaluate_ovis.py", "--gt", gt, "--dt", dt, "--split", split, "--json-out", below, check=False,
+                           env={"XPSEUDO_DEBUG": "1"})
+        self.assertIn("Traceback", debug.stderr)
+
+
 class TestInputFiles(FilesCase):
     def test_a_superscript_digit_in_a_caption_counts_as_a_word(self):
         """Row 3: '²'.isdigit() is True, int('²') fails."""
@@ -212,6 +275,33 @@ class TestMergeKeepsAGoodResult(FilesCase):
         for name, content in before.items():
             with open(os.path.join(self.tmp.name, name), "rb") as f:
                 self.assertEqual(f.read(), content, name)
+
+
+class TestConcurrentAndKilledWriters(FilesCase):
+    def test_a_second_writer_of_a_shard_is_refused(self):
+        """Row 16: two labeling runs on one output interleaved their lines."""
+        from tests.test_pseudo_shards import header
+        from xpseudo.pseudo import ShardWriter, shard_path
+
+        path = shard_path(self.tmp.name, 0, 1)
+        first = ShardWriter(path, header(2, 1, 0))
+        with self.assertRaisesRegex(InputError, r"shard-00000-of-00001\.jsonl\.partial: another process is writing it"):
+            ShardWriter(path, header(2, 1, 0))
+        first.close()  # stopped (or killed: the kernel drops the lock): the next run resumes
+        ShardWriter(path, header(2, 1, 0)).close()
+
+    def test_a_killed_merge_leaves_nothing_behind_after_the_next(self):
+        """Row 15: the spill folder and the half-written file of a merge killed with -9."""
+        from tests.test_pseudo_shards import write_shards
+        from xpseudo.pseudo import merge_shards
+
+        write_shards(self.tmp.name, 6, 2)
+        os.makedirs(os.path.join(self.tmp.name, ".merge.abc123", "spill"))
+        with open(os.path.join(self.tmp.name, ".pseudo_labels.json.xyz.tmp"), "w") as f:
+            f.write("x" * 1000)
+        merge_shards(self.tmp.name)
+        left = [n for n in os.listdir(self.tmp.name) if n.startswith(".") and n != ".merging.lock"]
+        self.assertEqual(left, [])
 
 
 @requires_detectron2

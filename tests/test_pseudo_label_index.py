@@ -115,7 +115,7 @@ class TestIndexFromJson(unittest.TestCase):
             (lambda d: d["annotations"][0]["segmentation"].update(size=[9, 8]), r"annotations\[0\] \(id 1\): .*size \[7, 8\] of its image, got \[9, 8\]"),
             (lambda d: d["annotations"][3].update(image_id=12345), r"annotations\[3\] \(id 4\): image_id 12345 is not among the images"),
             (lambda d: d["annotations"][4].update(id=1), "annotation id 1 appears more than once"),
-            (lambda d: d["annotations"][0].update(bbox=[1, 2]), r"annotations\[0\] \(id 1\): 'bbox' must be 4 numbers"),
+            (lambda d: d["annotations"][0].update(bbox=[1, 2]), r"annotations\[0\] \(id 1\): 'bbox' must be 4 finite numbers"),
             (lambda d: d["images"][2].pop("height"), r"images\[2\] \(id 30\): lacks 'height'"),
             (lambda d: d["images"][3].update(id=50), "image id 50 appears more than once"),
             (lambda d: d.pop("categories"), "not a COCO instances file: no 'categories' list"),

@@ -71,7 +71,7 @@ class TestWeakLabelFile(unittest.TestCase):
         cases = [
             (dict(annotations__1__bbox=[10.5, 2.0, 21.0, 18.6]), "annotations[1] (id 8): bbox [10.5, 2.0, 21.0, 18.6] leaves the 30x20 image 2"),
             (dict(annotations__0__bbox=[0, 0, 0, 5]), "annotations[0] (id 7): bbox [0, 0, 0, 5] is empty"),
-            (dict(annotations__0__bbox=[0, 0, 5]), "annotations[0] (id 7): bbox must be [x, y, width, height], got [0, 0, 5]"),
+            (dict(annotations__0__bbox=[0, 0, 5]), "annotations[0] (id 7): bbox must be [x, y, width, height] of finite numbers, got [0, 0, 5]"),
             (dict(annotations__0__category_id=9), "annotations[0] (id 7): category_id 9 is not a class of the dataset"),
             (dict(annotations__1__image_id=5), "annotations[1] (id 8): image_id 5 is not among the images"),
             (dict(images__1__id=1), "images[1]: image id 1 is listed twice"),
@@ -91,7 +91,7 @@ class TestWeakLabelFile(unittest.TestCase):
         self.assert_problems("points", points_file, [
             (dict(annotations__0__point_coords=[[31.5, 3]]), "annotations[0] (id 7): point [31.5, 3] lies outside the 30x20 image 1"),
             (dict(annotations__1__point_labels=[1]), "annotations[1] (id 8): point_labels must be one 0 or 1 per point (2), got [1]"),
-            (dict(annotations__0__point_coords=[[1, 2, 3]]), "annotations[0] (id 7): point_coords must be a list of [x, y], got [[1, 2, 3]]"),
+            (dict(annotations__0__point_coords=[[1, 2, 3]]), "annotations[0] (id 7): point_coords must be a list of [x, y] of finite numbers, got [[1, 2, 3]]"),
             (dict(annotations__0__category_id=5), "annotations[0] (id 7): category_id 5 is not a class of the dataset"),
             (dict(annotations__1__image_id=3), "annotations[1] (id 8): image_id 3 is not among the images"),
         ])

@@ -182,4 +182,6 @@ def pseudo_label(args, argv) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xpseudo.utils.user_errors import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(main))

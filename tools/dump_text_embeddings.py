@@ -45,4 +45,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from xpseudo.utils.user_errors import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(main))

@@ -25,17 +25,14 @@ def main(argv=None):
     parser.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
     parser.add_argument("--json-out", help="write the metrics here")
     args = parser.parse_args(argv)
-    try:
-        coco_gt = load_coco_gt(args.gt)
-        lvis = is_lvis(coco_gt.dataset["categories"])
-        if not lvis:
-            if not args.split:
-                raise InputError(args.gt, "not an LVIS file (no category 'frequency'), so --split is needed")
-            split = OvisSplit.from_file(args.split)
-            split.check_classes([c["name"] for c in coco_gt.dataset["categories"]], args.gt)
-        detections = load_detections(args.dt, coco_gt, args.iou_type, gt_name=args.gt)
-    except InputError as e:
-        sys.exit(f"error: {e}")
+    coco_gt = load_coco_gt(args.gt)
+    lvis = is_lvis(coco_gt.dataset["categories"])
+    if not lvis:
+        if not args.split:
+            raise InputError(args.gt, "not an LVIS file (no category 'frequency'), so --split is needed")
+        split = OvisSplit.from_file(args.split)
+        split.check_classes([c["name"] for c in coco_gt.dataset["categories"]], args.gt)
+    detections = load_detections(args.dt, coco_gt, args.iou_type, gt_name=args.gt)
     print(f"{len(detections)} detections on {len(coco_gt.imgs)} images, {len(coco_gt.cats)} categories")
     if lvis:
         results = evaluate_lvis(args.gt, detections, args.iou_type)
@@ -46,7 +43,10 @@ def main(argv=None):
     if args.json_out:
         atomic_write_json(args.json_out, {args.iou_type: results}, indent=2)
         print(f"wrote {args.json_out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from xpseudo.utils.user_errors import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(main))

@@ -14,7 +14,20 @@ import argparse
 import sys
 
 from xpseudo.evaluation.pseudo_label_report import write_report
-from xpseudo.utils.io import InputError
+
+
+def iou_threshold(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"an IoU threshold is in (0, 1], got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a count of images is 0 or more, got {text}")
+    return value
 
 
 def main(argv=None) -> int:
@@ -24,15 +37,11 @@ def main(argv=None) -> int:
     parser.add_argument("--split", required=True, help='{"base": [...], "novel": [...]}')
     parser.add_argument("--output", required=True, help="folder for index.md, metrics.json, confidence.png, worst/")
     parser.add_argument("--iou-type", choices=("segm", "bbox"), default="segm")
-    parser.add_argument("--iou-threshold", type=float, default=0.5, help="a pseudo instance is right at this IoU with its class")
-    parser.add_argument("--worst", type=int, default=8, help="images drawn, most wrong + missed instances first")
+    parser.add_argument("--iou-threshold", type=iou_threshold, default=0.5, help="a pseudo instance is right at this IoU with its class")
+    parser.add_argument("--worst", type=non_negative_int, default=8, help="images drawn, most wrong + missed instances first")
     parser.add_argument("--image-root", help="folder the file names are relative to (needed to draw the worst images)")
     args = parser.parse_args(argv)
-    try:
-        metrics = write_report(args.pseudo, args.gt, args.split, args.output, args.iou_type, args.iou_threshold, args.worst, args.image_root)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    metrics = write_report(args.pseudo, args.gt, args.split, args.output, args.iou_type, args.iou_threshold, args.worst, args.image_root)
     ap = metrics["ap"]
     print(f"{args.iou_type} AP50 all {ap['AP50']:.1f}  base {ap.get('AP50_base', float('nan')):.1f}  novel {ap.get('AP50_novel', float('nan')):.1f}")
     print(f"wrote {args.output}/index.md")
@@ -40,4 +49,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xpseudo.utils.user_errors import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(main))

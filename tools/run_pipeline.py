@@ -36,4 +36,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xpseudo.utils.user_errors import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(main))

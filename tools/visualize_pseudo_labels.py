@@ -71,4 +71,6 @@ def _decode(rle: dict) -> np.ndarray:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from xpseudo.utils.user_errors import run_reporting_user_errors
+
+    sys.exit(run_reporting_user_errors(main))

@@ -13,6 +13,8 @@ def load_coco_captions(path: str) -> Tuple[List[dict], Dict[int, List[str]]]:
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise InputError(path, "expected a COCO captions object with an 'annotations' list")
     images = data.get("images", [])
+    if not isinstance(images, list):
+        raise InputError(path, f"'images' must be a list, got {type(images).__name__}")
     for i, image in enumerate(images):
         require_keys(path, image, ("id",), f"images[{i}]")
         if not isinstance(image["id"], int) or isinstance(image["id"], bool):

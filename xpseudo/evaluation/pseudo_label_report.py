@@ -16,7 +16,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from xpseudo.data.split import OvisSplit
-from xpseudo.utils.io import InputError, atomic_write, atomic_write_json, load_json
+from xpseudo.utils.io import InputError, atomic_write, atomic_write_json, load_json, make_folder
 
 from .pseudo_label_quality import ImageErrors, QualityReport, pseudo_label_quality
 from .split_evaluation import check_detections, evaluate_by_split, load_coco_gt
@@ -120,12 +120,17 @@ def write_report(
     num_worst: int = 8,
     image_root: Optional[str] = None,
 ) -> Dict:
-    """Write the report into ``output``; returns what metrics.json holds."""
+    """Write the report into ``output``; returns what metrics.json holds. Every input is checked
+    before anything is written, so a bad file leaves an earlier report as it was."""
+    if not 0 < iou_threshold <= 1:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    if num_worst < 0:
+        raise ValueError(f"num_worst must be 0 or more, got {num_worst}")
     coco_gt = load_coco_gt(gt_path)
     split = OvisSplit.from_file(split_path)
     split.check_classes([c["name"] for c in coco_gt.dataset["categories"]], gt_path)
     detections, image_ids, file_names = load_pseudo_labels(pseudo_path, coco_gt, iou_type, gt_path)
-    os.makedirs(output, exist_ok=True)
+    make_folder(output)
 
     ap = evaluate_by_split(coco_gt, detections, split, iou_type, img_ids=image_ids)
     quality = pseudo_label_quality(coco_gt, detections, image_ids, iou_type, iou_threshold)
@@ -155,7 +160,7 @@ def _draw_worst(coco_gt, detections, file_names: Dict[int, str], worst: List[Ima
         import detectron2  # noqa: F401
     except ImportError:
         return [], "not drawn: detectron2 is not installed (its Visualizer draws them)"
-    os.makedirs(folder, exist_ok=True)
+    make_folder(folder)
     by_image: Dict[int, List[dict]] = {}
     for d in detections:
         by_image.setdefault(d["image_id"], []).append(d)

@@ -19,7 +19,7 @@ import tempfile
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
 
-from xpseudo.utils.io import InputError, atomic_write, atomic_write_json
+from xpseudo.utils.io import ExclusiveLock, InputError, atomic_write, atomic_write_json, sweep_stale_temporaries
 
 from .label_checks import annotation_problem, image_problem, size_mismatch
 from .label_index import IndexBuilder, check_image_files, index_path, source_fingerprint
@@ -62,6 +62,8 @@ class ShardWriter:
         self.path, self.partial, self.header = path, path + ".partial", header
         self.done: Dict[int, dict] = {}  # image id -> its image line, for images already written
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        # two runs on one output would interleave their lines: the second is refused
+        self._lock = ExclusiveLock(path + ".lock", self.partial)
         keep = self._recover() if os.path.exists(self.partial) else 0
         self._file = open(self.partial, "r+b" if keep else "wb")
         if keep:
@@ -119,12 +121,14 @@ class ShardWriter:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.partial, self.path)
+        self._lock.release(remove=True)
         return counts
 
     def close(self) -> None:
         """Stop without finishing (the partial file stays for a resume)."""
         if not self._file.closed:
             self._file.close()
+        self._lock.release()
 
 
 def count_images(image_lines) -> dict:
@@ -289,6 +293,21 @@ def merge_shards(output_dir: str, num_shards: Optional[int] = None, image_root: 
 
     output = output or os.path.join(output_dir, "pseudo_labels.json")
     provenance_file = provenance_file or os.path.join(output_dir, "provenance.json")
+    lock = ExclusiveLock(os.path.join(output_dir, ".merging.lock"), output)
+    try:
+        # a merge killed earlier left its spill folder and half-written file: this merge holds the
+        # lock every merge takes, so whatever is there is stale
+        swept = sweep_stale_temporaries(output_dir, [".merge.*", f".{os.path.basename(output)}.*.tmp"])
+        if swept:
+            logger.info(f"{output_dir}: removed {swept} temporary files of an interrupted merge")
+        return _merge_locked(output_dir, paths, headers, footers, reference, output, provenance_file, image_root, keep, description,
+                             allow_empty_masks)
+    finally:
+        lock.release(remove=True)
+
+
+def _merge_locked(output_dir, paths, headers, footers, reference, output, provenance_file, image_root, keep, description,
+                  allow_empty_masks) -> dict:
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".merge.") as tmp:
         index = IndexBuilder(tmp, output)
         try:

@@ -1,7 +1,11 @@
 """Reading user files with errors that name the file and field, and writing files atomically."""
 import contextlib
+import errno
+import fcntl
+import glob
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Iterator
 
@@ -39,6 +43,19 @@ def require_keys(path: str, record: dict, keys, where: str) -> None:
         raise InputError(path, f"{where} lacks field(s) {', '.join(repr(k) for k in missing)}")
 
 
+def make_folder(path: str) -> None:
+    """``os.makedirs(path, exist_ok=True)``; a file in the way is an OSError naming that file,
+    not a bare "File exists"."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = os.path.abspath(path)
+        while not os.path.exists(blocker):
+            blocker = os.path.dirname(blocker)
+        why = "is a file, not a folder" if blocker == os.path.abspath(path) else f"is a file, so the folder {path} cannot be made"
+        raise NotADirectoryError(errno.ENOTDIR, why, blocker) from None
+
+
 @contextlib.contextmanager
 def atomic_write(path: str, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -47,7 +64,7 @@ def atomic_write(path: str, mode: str = "w") -> Iterator:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    make_folder(directory)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
         # mkstemp makes the file private (0600); give it the permissions open() would have
@@ -72,3 +89,42 @@ def _umask() -> int:
 def atomic_write_json(path: str, obj: Any, **dump_kwargs) -> None:
     with atomic_write(path) as f:
         json.dump(obj, f, **dump_kwargs)
+
+
+class ExclusiveLock:
+    """An exclusive ``flock`` on ``path`` (created if missing), held until ``release()``; the kernel
+    drops it when the process dies, so a killed run never leaves a stale lock. A second holder is
+    refused at once with an InputError naming ``what`` (the file being written)."""
+
+    def __init__(self, path: str, what: str):
+        self.path = path
+        self._fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise InputError(what, "another process is writing it right now (its lock is held); wait for it, or use another output") from None
+
+    def release(self, remove: bool = False) -> None:
+        if self._fd is not None:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+def sweep_stale_temporaries(directory: str, names) -> int:
+    """Remove what killed writers left in ``directory``: files and folders matching the glob
+    patterns ``names``. Call it only while holding the lock that every such writer holds."""
+    removed = 0
+    for pattern in names:
+        for path in glob.glob(os.path.join(directory, pattern)):
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            removed += 1
+    return removed
