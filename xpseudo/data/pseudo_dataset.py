@@ -24,6 +24,7 @@ from xpseudo.utils.io import InputError, load_json
 from .ovis_datasets import CLASS_METADATA_KEYS, register_with_metadata
 from .scaling import VectorizedRepeatFactorSampler
 from .student_dataset import PseudoLabelRecords, StudentDataset
+from .training_gate import check_annotated_records
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ def student_train_dataset(cfg) -> StudentDataset:
     """DATASETS.TRAIN merged with XPM.PSEUDO_LABELS_FILE (registered as XPM.PSEUDO_DATASET)."""
     pseudo = register_pseudo_labels(cfg.XPM.PSEUDO_DATASET, cfg.XPM.PSEUDO_LABELS_FILE, pseudo_labeled_dataset(cfg), cfg.OUTPUT_DIR)
     gt = get_detection_dataset_dicts(list(cfg.DATASETS.TRAIN), filter_empty=False)
+    check_annotated_records(gt, cfg.DATASETS.TRAIN)  # the pseudo labels are checked when indexed
     dataset = StudentDataset(gt, pseudo)
     logger.info(f"{dataset.num_gt} ground-truth images, {len(pseudo)} pseudo-labeled; {len(dataset.pseudo_only)} images only pseudo-labeled")
     return dataset

@@ -4,12 +4,15 @@ import logging
 from typing import List, Sequence, Tuple
 
 from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
+from detectron2.data.build import _train_loader_from_config  # the sampler and settings detectron2 reads from cfg
 from detectron2.data.samplers import TrainingSampler
 
 from xpseudo.text.caption_matcher import CaptionMatcher
 from xpseudo.text.caption_words import caption_word_table
 from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
+
+from .training_gate import SkipUndecodableImages, check_annotated_records
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ def build_xpm_train_loader(cfg, mapper=None):
         # hold nothing per item (MapWithRetry, VectorizedRepeatFactorSampler): millions of images
         dataset = student_train_dataset(cfg)
         annotated = build_detection_train_loader(
-            dataset=MapWithRetry(dataset, mapper or PseudoAwareDatasetMapper(cfg, True)),
+            dataset=MapWithRetry(dataset, SkipUndecodableImages(mapper or PseudoAwareDatasetMapper(cfg, True))),
             mapper=None,
             sampler=student_sampler(cfg, dataset) or TrainingSampler(len(dataset), seed=cfg.SEED),
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
@@ -94,7 +97,9 @@ def build_xpm_train_loader(cfg, mapper=None):
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
     else:
-        annotated = build_detection_train_loader(cfg, mapper=mapper or DatasetMapper(cfg, True))
+        settings = _train_loader_from_config(cfg, mapper=SkipUndecodableImages(mapper or DatasetMapper(cfg, True)))
+        check_annotated_records(settings["dataset"], cfg.DATASETS.TRAIN)
+        annotated = build_detection_train_loader(**settings)
     if not cfg.MODEL.XPM.GROUNDING.ENABLED or not cfg.XPM.CAPTION_DATASETS:
         return annotated
     return MixedBatches(annotated, caption_loader(cfg))
@@ -105,7 +110,7 @@ def caption_loader(cfg):
     _, records = grounding_data(cfg)
     return build_detection_train_loader(
         dataset=records,
-        mapper=DatasetMapper(cfg, True),
+        mapper=SkipUndecodableImages(DatasetMapper(cfg, True)),
         sampler=TrainingSampler(len(records), seed=cfg.SEED if cfg.SEED >= 0 else None),
         total_batch_size=cfg.XPM.CAPTION_IMS_PER_BATCH,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
