@@ -30,6 +30,8 @@ def load_coco_captions(path: str) -> Tuple[List[dict], Dict[int, List[str]]]:
         require_keys(path, ann, ("image_id", "caption"), f"annotations[{i}]")
         if not isinstance(ann["caption"], str):
             raise InputError(path, f"annotations[{i}]: 'caption' must be a string")
+        if not isinstance(ann["image_id"], int) or isinstance(ann["image_id"], bool):
+            raise InputError(path, f"annotations[{i}]: 'image_id' must be an integer, got {ann['image_id']!r}")
         if images and ann["image_id"] not in known:
             raise InputError(path, f"annotations[{i}]: image_id {ann['image_id']} is not in 'images'")
         captions[ann["image_id"]].append(ann["caption"])

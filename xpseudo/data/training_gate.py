@@ -2,40 +2,15 @@
 checked once before training starts (a mask of another size would otherwise crash the loader
 mid-training), and an image that cannot be decoded is skipped with its name logged instead."""
 import logging
-import math
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Sequence
 
 from detectron2.data import MetadataCatalog
 
 from xpseudo.utils.io import InputError
-from xpseudo.utils.rle import rle_problem
+from xpseudo.utils.json_values import finite_numbers
+from xpseudo.utils.rle import segmentation_problem
 
 logger = logging.getLogger(__name__)
-
-
-def _finite_numbers(values, count: Optional[int] = None) -> bool:
-    return (isinstance(values, (list, tuple)) and (count is None or len(values) == count)
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
-
-
-def segmentation_problem(segmentation, height: int, width: int) -> Optional[str]:
-    """Why a detectron2 record's ``segmentation`` cannot be decoded at ``height`` x ``width``."""
-    if isinstance(segmentation, dict):
-        counts = segmentation.get("counts")
-        if isinstance(counts, list):  # uncompressed RLE
-            size = segmentation.get("size")
-            if size != [height, width]:
-                return f"RLE size {size} is not the image's [height, width] [{height}, {width}]"
-            if not _finite_numbers(counts) or sum(counts) != height * width:
-                return f"uncompressed RLE counts do not add up to {height} x {width} pixels"
-            return None
-        return rle_problem(segmentation, [height, width])
-    if isinstance(segmentation, list):
-        for polygon in segmentation:
-            if not _finite_numbers(polygon) or len(polygon) < 6 or len(polygon) % 2:
-                return "a polygon must be at least 3 [x, y] points of finite numbers"
-        return None
-    return f"segmentation must be polygons or an RLE, got {type(segmentation).__name__}"
 
 
 def check_annotated_records(records: Sequence[dict], dataset_names: Iterable[str]) -> None:
@@ -46,7 +21,7 @@ def check_annotated_records(records: Sequence[dict], dataset_names: Iterable[str
         height, width = record.get("height"), record.get("width")
         for index, annotation in enumerate(record.get("annotations", [])):
             where = f"image {record.get('file_name')} (id {record.get('image_id')}), annotation {index}"
-            if not _finite_numbers(annotation.get("bbox"), 4):
+            if not finite_numbers(annotation.get("bbox"), 4):
                 raise InputError(source, f"{where}: bbox must be 4 finite numbers, got {annotation.get('bbox')!r}")
             if "segmentation" in annotation and height and width:
                 problem = segmentation_problem(annotation["segmentation"], height, width)

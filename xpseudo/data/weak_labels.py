@@ -14,6 +14,7 @@ import os
 from typing import Dict, Iterable, List
 
 from xpseudo.utils.io import InputError, load_json
+from xpseudo.utils.json_values import is_finite_number, is_integer
 
 from .captions import checked_file_name
 
@@ -21,10 +22,6 @@ WEAK_LABEL_KINDS = ("tags", "boxes", "points")
 # a box or point may overhang the image by rounding, not more (pixels)
 BOX_TOLERANCE = 1.0
 _ANNOTATION_KEYS = {"boxes": ("image_id", "category_id", "bbox"), "points": ("image_id", "category_id", "point_coords", "point_labels")}
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def check_weak_label_file(path: str, kind: str, category_ids: Iterable[int]) -> dict:
@@ -43,14 +40,17 @@ def check_weak_label_file(path: str, kind: str, category_ids: Iterable[int]) -> 
         if missing:
             raise InputError(path, f"images[{i}] lacks {missing}")
         image["file_name"] = checked_file_name(path, image, i)
-        if not isinstance(image["id"], int) or isinstance(image["id"], bool):
+        if not is_integer(image["id"]):
             raise InputError(path, f"images[{i}]: 'id' must be an integer, got {image['id']!r}")
+        if not all(is_integer(image[k]) and image[k] > 0 for k in ("height", "width")):
+            raise InputError(path, f"images[{i}] (id {image['id']}): 'height' and 'width' must be positive integers, "
+                                   f"got {image['height']!r} x {image['width']!r}")
         if image["id"] in images:
             raise InputError(path, f"images[{i}]: image id {image['id']} is listed twice")
         images[image["id"]] = image
         if kind == "tags":
             tags = image.setdefault("pos_category_ids", [])  # an image without tags names no class
-            if not isinstance(tags, list) or not all(isinstance(t, int) for t in tags):
+            if not isinstance(tags, list) or not all(is_integer(t) for t in tags):
                 raise InputError(path, f"images[{i}] (id {image['id']}): pos_category_ids must be a list of category ids, got {tags!r}")
             unknown = [t for t in tags if t not in known]
             if unknown:
@@ -62,10 +62,10 @@ def check_weak_label_file(path: str, kind: str, category_ids: Iterable[int]) -> 
         missing = [k for k in _ANNOTATION_KEYS[kind] if not isinstance(ann, dict) or k not in ann]
         if missing:
             raise InputError(path, f"{where} lacks {missing}")
-        image = images.get(ann["image_id"])
+        image = images.get(ann["image_id"]) if is_integer(ann["image_id"]) else None
         if image is None:
             raise InputError(path, f"{where}: image_id {ann['image_id']} is not among the images")
-        if ann["category_id"] not in known:
+        if not is_integer(ann["category_id"]) or ann["category_id"] not in known:
             raise InputError(path, f"{where}: category_id {ann['category_id']} is not a class of the dataset")
         if kind == "boxes":
             _check_box(path, where, ann["bbox"], image)
@@ -80,7 +80,7 @@ def _outside(x: float, y: float, image: dict) -> bool:
 
 
 def _check_box(path: str, where: str, box, image: dict) -> None:
-    if not (isinstance(box, list) and len(box) == 4 and all(_is_number(v) for v in box)):
+    if not (isinstance(box, list) and len(box) == 4 and all(is_finite_number(v) for v in box)):
         raise InputError(path, f"{where}: bbox must be [x, y, width, height] of finite numbers, got {box!r}")
     x, y, w, h = box
     if w <= 0 or h <= 0:
@@ -90,7 +90,7 @@ def _check_box(path: str, where: str, box, image: dict) -> None:
 
 
 def _check_points(path: str, where: str, coords, labels, image: dict) -> None:
-    if not (isinstance(coords, list) and all(isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in coords)):
+    if not (isinstance(coords, list) and all(isinstance(p, list) and len(p) == 2 and all(is_finite_number(v) for v in p) for p in coords)):
         raise InputError(path, f"{where}: point_coords must be a list of [x, y] of finite numbers, got {coords!r}")
     if not (isinstance(labels, list) and len(labels) == len(coords) and all(v in (0, 1) for v in labels)):
         raise InputError(path, f"{where}: point_labels must be one 0 or 1 per point ({len(coords)}), got {labels!r}")

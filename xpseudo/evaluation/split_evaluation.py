@@ -18,7 +18,9 @@ from pycocotools.cocoeval import COCOeval
 
 from xpseudo.data.split import SPLITS, OvisSplit
 from xpseudo.utils.io import InputError, load_json
-from xpseudo.utils.rle import rle_problem
+from xpseudo.utils.json_values import is_integer as _is_int
+from xpseudo.utils.json_values import finite_numbers, is_finite_number
+from xpseudo.utils.rle import segmentation_problem
 
 IOU_TYPES = ("segm", "bbox")
 _FIELD_FOR = {"segm": "segmentation", "bbox": "bbox"}
@@ -31,27 +33,21 @@ def load_coco_gt(path: str) -> COCO:
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise InputError(path, f"not a COCO instances file: no {key!r} list")
     check_ground_truth(data, path)
+    for ann in data["annotations"]:
+        ann.setdefault("iscrowd", 0)  # COCO's default; COCOeval reads the key from every object
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
+    coco.source_path = path  # so that a check needing the IoU type can still name the file
     return coco
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite_numbers(values, count: int) -> bool:
-    return (isinstance(values, list) and len(values) == count
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values))
 
 
 def check_ground_truth(data: dict, path: str) -> None:
     """Every image has an integer id and its size, every annotation a known image and category, a
     finite box and a mask of its image's size: otherwise COCOeval would drop or misread them and
     change the AP without a word."""
-    images, categories = {}, set()
+    images, categories, annotation_ids = {}, set(), set()
     for i, image in enumerate(data["images"]):
         if not isinstance(image, dict) or not _is_int(image.get("id")):
             raise InputError(path, f"images[{i}] needs an integer 'id'")
@@ -63,20 +59,30 @@ def check_ground_truth(data: dict, path: str) -> None:
     for i, category in enumerate(data["categories"]):
         if not isinstance(category, dict) or not _is_int(category.get("id")) or not isinstance(category.get("name"), str):
             raise InputError(path, f"categories[{i}] needs an integer 'id' and a 'name'")
+        if category["id"] in categories:
+            raise InputError(path, f"categories[{i}]: category id {category['id']} is listed twice")
         categories.add(category["id"])
     for i, ann in enumerate(data["annotations"]):
         if not isinstance(ann, dict):
             raise InputError(path, f"annotations[{i}] is not an object")
-        image = images.get(ann.get("image_id"))
+        if not _is_int(ann.get("id")):
+            raise InputError(path, f"annotations[{i}] needs an integer 'id', got {ann.get('id')!r}")
+        if ann["id"] in annotation_ids:  # pycocotools keeps one annotation per id: the others would vanish
+            raise InputError(path, f"annotations[{i}]: annotation id {ann['id']} is listed twice")
+        annotation_ids.add(ann["id"])
+        image = images.get(ann.get("image_id")) if _is_int(ann.get("image_id")) else None
         if image is None:
             raise InputError(path, f"annotations[{i}]: image_id {ann.get('image_id')!r} is not among the images")
-        if ann.get("category_id") not in categories:
+        if not _is_int(ann.get("category_id")) or ann["category_id"] not in categories:
             raise InputError(path, f"annotations[{i}]: category_id {ann.get('category_id')!r} is not among the categories")
-        if "bbox" in ann and not _finite_numbers(ann["bbox"], 4):
+        if not (is_finite_number(ann.get("area")) and ann["area"] >= 0):  # COCOeval sorts objects into area ranges by it
+            raise InputError(path, f"annotations[{i}]: 'area' must be a non-negative number, got {ann.get('area')!r}")
+        if ann.get("iscrowd", 0) not in (0, 1) or isinstance(ann.get("iscrowd"), float):
+            raise InputError(path, f"annotations[{i}]: 'iscrowd' must be 0 or 1, got {ann.get('iscrowd')!r}")
+        if "bbox" in ann and not finite_numbers(ann["bbox"], 4):
             raise InputError(path, f"annotations[{i}]: 'bbox' must be 4 finite numbers, got {ann['bbox']!r}")
-        segmentation = ann.get("segmentation")
-        if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
-            problem = rle_problem(segmentation, [image["height"], image["width"]])
+        if "segmentation" in ann:
+            problem = segmentation_problem(ann["segmentation"], image["height"], image["width"])
             if problem:
                 raise InputError(path, f"annotations[{i}]: {problem}")
 
@@ -138,14 +144,14 @@ def check_detections(detections, coco_gt: COCO, iou_type: str, source: str, gt_n
         missing = [k for k in ("image_id", "category_id", "score", field) if k not in det]
         if missing:
             raise InputError(source, f"detection {i} lacks {missing} (needed for {iou_type} evaluation)")
-        image = coco_gt.imgs.get(det["image_id"])
+        image = coco_gt.imgs.get(det["image_id"]) if _is_int(det["image_id"]) else None
         if image is None:
             raise InputError(source, f"detection {i}: image_id {det['image_id']} is not an image of {gt_name}")
-        if det["category_id"] not in coco_gt.cats:
+        if not _is_int(det["category_id"]) or det["category_id"] not in coco_gt.cats:
             raise InputError(source, f"detection {i}: category_id {det['category_id']} is not a category of {gt_name}")
-        if not _finite_numbers([det["score"]], 1):
+        if not finite_numbers([det["score"]], 1):
             raise InputError(source, f"detection {i}: 'score' must be a finite number, got {det['score']!r}")
-        if iou_type == "bbox" and not _finite_numbers(det["bbox"], 4):
+        if iou_type == "bbox" and not finite_numbers(det["bbox"], 4):
             raise InputError(source, f"detection {i}: 'bbox' must be 4 finite numbers, got {det['bbox']!r}")
         det = {k: det[k] for k in ("image_id", "category_id", "score", field)}
         if iou_type == "segm":
@@ -155,19 +161,14 @@ def check_detections(detections, coco_gt: COCO, iou_type: str, source: str, gt_n
 
 
 def _as_rle(segmentation, height: int, width: int, source: str, i: int) -> dict:
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), str):
-        problem = rle_problem(segmentation, [height, width])
-        if problem:
-            raise InputError(source, f"detection {i}: {problem}")
-        return segmentation
-    try:
-        if isinstance(segmentation, list):  # polygons
-            return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
-        if isinstance(segmentation, dict):  # uncompressed RLE
-            return mask_util.frPyObjects(segmentation, *segmentation["size"])
-    except Exception as e:
-        raise InputError(source, f"detection {i}: unreadable segmentation ({e})") from e
-    raise InputError(source, f"detection {i}: segmentation must be RLE or polygons")
+    problem = segmentation_problem(segmentation, height, width)
+    if problem:
+        raise InputError(source, f"detection {i}: {problem}")
+    if isinstance(segmentation, list):  # polygons
+        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation["counts"], list):  # uncompressed RLE
+        return mask_util.frPyObjects(segmentation, height, width)
+    return segmentation
 
 
 def run_cocoeval(coco_gt: COCO, detections: List[dict], iou_type: str, cat_ids: Sequence[int], img_ids=None) -> COCOeval:
@@ -209,6 +210,11 @@ def evaluate_by_split(
     if iou_type not in IOU_TYPES:
         raise ValueError(f"iou_type must be one of {IOU_TYPES}, got {iou_type!r}")
     cat_ids = sorted(coco_gt.getCatIds() if cat_ids is None else cat_ids)
+    if iou_type == "segm":
+        unmasked = next((a for a in coco_gt.dataset["annotations"] if "segmentation" not in a), None)
+        if unmasked is not None:
+            raise InputError(getattr(coco_gt, "source_path", "the ground truth"),
+                             f"annotation {unmasked.get('id')} has no 'segmentation': mask AP needs a mask for every object (evaluate boxes with iou_type bbox)")
     evaluator = run_cocoeval(coco_gt, detections, iou_type, cat_ids, img_ids)
     # precision: [IoU thresholds, recall points, categories, area ranges, max detections]
     precision = evaluator.eval["precision"][..., -1]  # the largest maxDets (100)

@@ -16,6 +16,7 @@ import numpy as np
 
 from xpseudo.utils.io import InputError
 from xpseudo.utils.json_stream import iter_json_object
+from xpseudo.utils.json_values import is_integer
 
 from .label_checks import annotation_problem, image_problem, size_mismatch
 from .label_index import Column, IndexBuilder, check_image_files, index_path, source_fingerprint
@@ -62,7 +63,7 @@ def build_index_from_json(source: str, path: Optional[str] = None, image_root: O
                         annotations[name].append(value)
                 elif item.key == "categories":
                     categories = categories or []
-                    if not isinstance(item.value, dict) or not isinstance(item.value.get("id"), int):
+                    if not isinstance(item.value, dict) or not is_integer(item.value.get("id")):
                         raise InputError(source, f"categories[{item.index}] must be an object with an integer 'id'")
                     categories.append(item.value["id"])
             for key in ("images", "annotations", "categories"):

@@ -5,21 +5,12 @@ Each check returns the problem as text (None when fine); the caller knows where 
 (the annotation's image, the category list) are separate so a streaming reader can run them once it
 has both.
 """
-import math
-import numbers
 from typing import Optional, Tuple
 
 import pycocotools.mask as mask_util
 
-
-def _is_int(value) -> bool:
-    # the exact-type test first: this runs for every entry of millions
-    return type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
-
-
-def _is_number(value) -> bool:
-    # finite: a NaN box would be dropped by detectron2 without a word
-    return (type(value) in (int, float) or (isinstance(value, numbers.Real) and not isinstance(value, bool))) and math.isfinite(value)
+from xpseudo.utils.json_values import is_finite_number as _is_number
+from xpseudo.utils.json_values import is_integer as _is_int
 
 
 def image_problem(image) -> Optional[str]:
@@ -57,6 +48,8 @@ def annotation_problem(ann, allow_empty: bool = False) -> Tuple[Optional[str], O
         area = int(mask_util.area({"size": size, "counts": rle["counts"].encode()}))
     except Exception as e:  # pycocotools raises assorted errors on malformed counts
         return f"unreadable RLE counts ({e})", None, 0
+    if "area" in ann and not _is_number(ann["area"]):
+        return f"'area' must be a finite number, got {ann['area']!r}", None, 0
     if (area <= 0 and not allow_empty) or area > size[0] * size[1] or ("area" in ann and abs(area - ann["area"]) > 1):
         return f"RLE counts do not decode to a mask of area {ann.get('area')} inside the image", None, 0
     band = ann.get("uncertain_segmentation")

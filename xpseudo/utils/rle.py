@@ -7,6 +7,8 @@ runs after the second stored as differences) and asks for runs that cover exactl
 """
 from typing import List, Optional, Sequence
 
+from xpseudo.utils.json_values import finite_numbers
+
 _FIRST, _LAST = 48, 48 + 63  # the characters the encoder writes
 
 
@@ -50,3 +52,26 @@ def rle_problem(rle, size: Optional[Sequence[int]] = None) -> Optional[str]:
     if any(r < 0 for r in runs) or sum(runs) != shape[0] * shape[1]:
         return f"RLE counts do not cover the {shape[0]}x{shape[1]} mask exactly"
     return None
+
+
+def segmentation_problem(segmentation, height: int, width: int) -> Optional[str]:
+    """Why a COCO ``segmentation`` (polygons, compressed or uncompressed RLE) is no mask of
+    ``height`` x ``width``, or None: pycocotools would turn it into a wrong mask or a slow COCOeval."""
+    if isinstance(segmentation, dict):
+        counts = segmentation.get("counts")
+        if isinstance(counts, list):  # uncompressed RLE
+            size = segmentation.get("size")
+            if size != [height, width]:
+                return f"RLE size {size} is not the image's [height, width] [{height}, {width}]"
+            if not (finite_numbers(counts) and all(type(c) is int and c >= 0 for c in counts)) or sum(counts) != height * width:
+                return f"uncompressed RLE counts must be non-negative integers adding up to {height} x {width} pixels"
+            return None
+        return rle_problem(segmentation, [height, width])
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if not finite_numbers(polygon) or len(polygon) < 6 or len(polygon) % 2:
+                return "a polygon must be at least 3 [x, y] points of finite numbers"
+        if not segmentation:
+            return "segmentation lists no polygon"
+        return None
+    return f"segmentation must be polygons or an RLE, got {type(segmentation).__name__}"
