@@ -15,10 +15,10 @@ if HAS_DETECTRON2:
 
 @requires_detectron2
 class TestBackgroundWeight(unittest.TestCase):
-    def predictor(self, background_weight):
+    def predictor(self, background_weight, normalizer="class_weights"):
         torch.manual_seed(0)
         layers = OpenVocabOutputLayers(ShapeSpec(channels=6), embedding_dim=4, temperature=0.5, background_weight=background_weight,
-                                       box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)))
+                                       loss_normalizer=normalizer, box2box_transform=Box2BoxTransform((10.0, 10.0, 5.0, 5.0)))
         layers.set_class_embeddings(torch.randn(3, 4))  # classes 0-2, background 3
         return layers
 
@@ -34,6 +34,25 @@ class TestBackgroundWeight(unittest.TestCase):
         pw = torch.tensor([0.5, 1.0, 2.0, 1.0])
         self.assertTrue(torch.allclose(self.predictor(0.2).classification_loss(scores, gt, pw), -(weights * pw * log_p).sum() / weights.sum()))
         self.assertEqual(self.predictor(0.2).classification_loss(scores[:0], gt[:0]).item(), 0.0)
+
+    def test_rois_normalizer_is_the_authors(self):
+        """Divided by the RoI count: on 512 RoIs with 40 foreground and background weight 0.2 the
+        weighted mean is 512 / (40 + 472 * 0.2) = 3.81 times the authors' loss; 1.95 with 200."""
+        for foreground, ratio in ((40, 512 / 134.4), (200, 512 / 262.4)):
+            scores = torch.randn(512, 4, generator=torch.Generator().manual_seed(foreground))
+            gt = torch.full((512,), 3)
+            gt[:foreground] = torch.arange(foreground) % 3
+            ours, theirs = self.predictor(0.2).classification_loss(scores, gt), self.predictor(0.2, "rois").classification_loss(scores, gt)
+            per_roi = torch.nn.functional.cross_entropy(scores, gt, reduction="none")
+            weights = torch.where(gt == 3, 0.2, 1.0)
+            self.assertAlmostEqual(float(theirs), float((per_roi * weights).sum() / 512), places=6)
+            self.assertAlmostEqual(float(ours / theirs), ratio, places=4)
+        self.assertAlmostEqual(512 / 134.4, 3.8095, places=4)
+        gt = torch.tensor([0, 3, 1, 3])
+        scores = torch.randn(4, 4)
+        self.assertTrue(torch.allclose(self.predictor(1.0, "rois").classification_loss(scores, gt), self.predictor(1.0).classification_loss(scores, gt)))
+        with self.assertRaisesRegex(ValueError, "CLS_LOSS_NORMALIZER"):
+            self.predictor(1.0, "images")
 
     def test_losses_use_it(self):
         with EventStorage():

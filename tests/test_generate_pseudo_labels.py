@@ -114,6 +114,60 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertTrue(torch.allclose(refined.pred_boxes.tensor, expected.tensor, atol=1e-4))
         self.assertFalse(torch.allclose(refined.pred_boxes.tensor, raw.pred_boxes.tensor))
 
+    def test_unnormalised_regions_let_a_large_norm_region_win_the_pick(self):
+        """The authors' pick (XPM.PSEUDO_LABELS.NORMALIZE_REGIONS False): <projected region,
+        normalised word>. Region 0 is nearly the word's direction with norm 1, region 1 is at 45
+        degrees with norm 4.2: the cosine picks region 0 (S = 0.995), the dot product region 1 (S = 3)."""
+        model = self.labeler.model
+        record = self.records[0]
+        classes = self.labeler.caption_labels(record["captions"]).classes[:1]
+        image = torch.as_tensor(np.ascontiguousarray(np.random.default_rng(2).integers(0, 255, (96, 96, 3)).transpose(2, 0, 1))).float()
+        word = model.roi_heads.box_predictor.class_embeddings[classes[0]]
+        across = torch.randn(word.shape[0], generator=torch.Generator().manual_seed(0))
+        across = torch.nn.functional.normalize(across - (across @ word) * word, dim=0)  # orthogonal to the word
+        original = model.roi_heads.region_embeddings_and_deltas
+
+        def constructed(features, boxes, normalize=True):
+            embeddings, deltas = original(features, boxes, normalize)
+            raw = (0.01 * across).repeat(embeddings.shape[0], 1)
+            raw[0], raw[1] = word + 0.1 * across, 3 * word + 3 * across
+            return (torch.nn.functional.normalize(raw, dim=-1) if normalize else raw), deltas
+
+        picks = {}
+        for normalize in (True, False):
+            labeler = PseudoLabeler(model, self.labeler.vocabulary, list(range(len(self.labeler.vocabulary))),
+                                    selection=SelectionConfig(temperature=1.0), refine_boxes=False, score="similarity",
+                                    normalize_regions=normalize)
+            with mock.patch.object(model.roi_heads, "region_embeddings_and_deltas", constructed):
+                picks[normalize] = labeler([{"image": image, "height": 96, "width": 96, "word_classes": classes}])[0]
+            self.assertEqual(labeler.settings()["normalize_regions"], normalize)
+        self.assertAlmostEqual(float(picks[True].scores[0]), float(torch.sigmoid(torch.tensor(1 / 1.01**0.5))), places=5)
+        self.assertAlmostEqual(float(picks[False].scores[0]), float(torch.sigmoid(torch.tensor(3.0))), places=5)
+        self.assertFalse(torch.equal(picks[True].pred_boxes.tensor, picks[False].pred_boxes.tensor))
+        with self.assertRaisesRegex(ValueError, "NORMALIZE_REGIONS False needs SCORE similarity"):
+            PseudoLabeler(model, self.labeler.vocabulary, [0], score="classifier", normalize_regions=False)
+        self.labeler.model.set_vocabulary(self.labeler.vocabulary)
+
+    def test_annotated_images_only_keeps_the_captioned_images_with_an_annotation(self):
+        """XPM.PSEUDO_LABELS.IMAGES "annotated" (the authors' base-annotated images), matched by file name."""
+        from xpseudo.pseudo.generate import images_to_label
+
+        name = "test_some_annotated"
+        # images 1 and 2 annotated (2 under another folder and id), 4 listed without annotations
+        DatasetCatalog.register(name, lambda: [{"file_name": "/x/000001.png", "image_id": 1, "annotations": [{"category_id": 0}]},
+                                               {"file_name": "/y/000002.png", "image_id": 90, "annotations": [{"category_id": 1}]},
+                                               {"file_name": "/x/000004.png", "image_id": 4, "annotations": []}])
+        try:
+            kept = images_to_label(self.records, "annotated", [name], "shapes_train_captions")
+            self.assertEqual([os.path.basename(r["file_name"]) for r in kept], ["000001.png", "000002.png"])
+            self.assertIs(images_to_label(self.records, "all", [name], "shapes_train_captions"), self.records)
+            with self.assertRaisesRegex(ValueError, "IMAGES 'annotated' needs"):
+                images_to_label(self.records, "annotated", [], "shapes_train_captions")
+            with self.assertRaisesRegex(ValueError, "XPM.PSEUDO_LABELS.IMAGES must be one of"):
+                images_to_label(self.records, "base", [name], "shapes_train_captions")
+        finally:
+            DatasetCatalog.remove(name)
+
     def test_uncertain_band_is_the_pasted_probability_between_its_bounds(self):
         from detectron2.layers.mask_ops import paste_masks_in_image
         from detectron2.structures import Instances

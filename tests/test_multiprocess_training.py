@@ -91,6 +91,19 @@ class TestMultiProcessTraining(unittest.TestCase):
         self.assertIn("World size: 2", log)
         self.assertIn("total_loss", log)  # its only loss is the grounding loss
 
+    def test_paper_grounding_contrasts_within_each_process_and_keeps_them_identical(self):
+        """configs/shapes_paper: each process contrasts its own caption images (2 here), the whole
+        model's gradient clipped to norm 5."""
+        out, dump = os.path.join(self.tmp.name, "paper_grounding"), os.path.join(self.tmp.name, "paper_grounding_ranks")
+        self.train("--num-gpus", "2", "--config-file", "configs/shapes_paper/xpm_grounding_R18_FPN.yaml", "--dump", dump, *self.opts,
+                   "XPM.CAPTION_IMS_PER_BATCH", "4", "MODEL.XPM.GROUNDING.WORDS", "vocabulary", "SOLVER.MAX_ITER", "3", "OUTPUT_DIR", out)
+        self.assert_same_parameters(self.load_ranks(dump), os.path.join(out, "model_final.pth"))
+        with open(os.path.join(out, "log.txt")) as f:
+            log = f.read()
+        self.assertIn("World size: 2", log)
+        with open(os.path.join(out, "config.yaml")) as f:
+            self.assertIn("CONTRAST_ACROSS_PROCESSES: false", f.read())
+
     def test_student_survives_the_sigma_freeze_with_identical_processes(self):
         out, dump = os.path.join(self.tmp.name, "student"), os.path.join(self.tmp.name, "student_ranks")
         self.train("--num-gpus", "2", "--config-file", STUDENT, "--dump", dump, *self.opts, "MODEL.WEIGHTS", self.weights,

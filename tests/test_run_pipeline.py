@@ -95,6 +95,52 @@ class TestPipelineOnADatasetFile(unittest.TestCase):
 
 
 @requires_detectron2
+class TestPaperChain(unittest.TestCase):
+    """The authors' chain from one config family: grounding -> teacher -> pseudo labels -> student."""
+
+    def test_dry_run_prints_the_four_stages_of_the_paper_configs(self):
+        result = run_script("tools/run_pipeline.py", "--config-dir", "configs/coco_paper", "--output", "/tmp/xpm_plan", "--dry-run",
+                            "--slurm", "--num-shards", "4")  # nothing needs COCO on disk, nothing is submitted
+        lines = result.stdout.splitlines()
+        paper = "configs/coco_paper"  # as given: the stages run in the working directory
+        self.assertEqual([line.split(" (")[0] for line in lines[:4]], ["1. grounding", "2. teacher", "3. pseudo labels", "4. student"])
+        self.assertIn(f"--config-file {paper}/xpm_grounding_R50_FPN.yaml", lines[0])
+        self.assertIn(f"--config-file {paper}/xpm_teacher_R50_FPN_1x.yaml", lines[1])
+        self.assertIn("MODEL.WEIGHTS /tmp/xpm_plan/grounding/model_final.pth", lines[1])
+        self.assertIn(f"generate_pseudo_labels.py --config-file {paper}/xpm_teacher_R50_FPN_1x.yaml --dataset coco_ovis_train_captions", lines[2])
+        self.assertIn("--num-shards 4 MODEL.WEIGHTS /tmp/xpm_plan/teacher/model_final.pth", lines[2])
+        self.assertNotIn("grounding/model_final.pth", lines[2])
+        self.assertIn(f"--config-file {paper}/xpm_student_R50_FPN_1x.yaml", lines[3])
+        self.assertIn("XPM.PSEUDO_LABELS_FILE /tmp/xpm_plan/pseudo_labels/pseudo_labels.json", lines[3])
+        self.assertIn("submitted as jobs", result.stdout)
+        self.assertFalse(os.path.exists("/tmp/xpm_plan"))
+
+    def test_the_shapes_sized_family_runs_end_to_end(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            make_shapes(os.path.join(tmp, "shapes"), num_train=8, num_val=4, image_size=96)
+            emb = write_shape_embeddings(os.path.join(tmp, "emb.npy"))
+            out = os.path.join(tmp, "out")
+            run_script("tools/run_pipeline.py", "--config-dir", "configs/shapes_paper", "--output", out, "--opts",
+                       "MODEL.XPM.TEXT_EMBEDDINGS", emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0",
+                       "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "1", "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2",
+                       "--grounding-opts", "MODEL.XPM.GROUNDING.WORDS", "vocabulary", env={"DETECTRON2_DATASETS": tmp})
+            with open(os.path.join(out, "summary.json")) as f:
+                summary = json.load(f)
+            self.assertEqual(set(summary["results"]["shapes_val"]), {"teacher", "student"})
+            self.assertTrue(summary["student_config"].endswith("configs/shapes_paper/xpm_student_R18_FPN.yaml"))
+            with open(os.path.join(out, "pseudo_labels", "provenance.json")) as f:
+                provenance = json.load(f)
+            self.assertFalse(provenance["selection"]["normalize_regions"])
+            # only the caption images that hold a base annotation were labeled
+            with open(os.path.join(tmp, "shapes", "annotations", "instances_train_base.json")) as f:
+                base = json.load(f)
+            annotated = {im["id"] for im in base["images"] if any(a["image_id"] == im["id"] for a in base["annotations"])}
+            self.assertEqual(provenance["counts"]["images"], len(annotated))
+            with open(os.path.join(out, "teacher", "log.txt")) as f:
+                self.assertIn(os.path.join(out, "grounding", "model_final.pth"), f.read())
+
+
+@requires_detectron2
 class TestGroundingStageChoice(unittest.TestCase):
     """Stage 1 runs where the config folder has an xpm_grounding_*.yaml, unless --no-grounding."""
 
@@ -108,11 +154,11 @@ class TestGroundingStageChoice(unittest.TestCase):
         grounding_weights = os.path.join("/tmp/out", "grounding", "model_final.pth")
         default = self.plan("configs/shapes")
         self.assertEqual(os.path.basename(default.grounding_config), "xpm_grounding_R18_FPN.yaml")
-        self.assertEqual(default.teacher_opts[-2:], ["MODEL.WEIGHTS", grounding_weights])
-        self.assertEqual(default.teacher_cfg.MODEL.WEIGHTS, grounding_weights)
+        self.assertEqual(default.teacher_train_opts[-2:], ["MODEL.WEIGHTS", grounding_weights])
+        self.assertNotIn("MODEL.WEIGHTS", default.teacher_opts)  # the labeling pass uses the teacher's own weights
         skipped = self.plan("configs/shapes", "--no-grounding")
         self.assertIsNone(skipped.grounding_config)
-        self.assertNotIn("MODEL.WEIGHTS", skipped.teacher_opts)
+        self.assertNotIn("MODEL.WEIGHTS", skipped.teacher_train_opts)
         self.assertEqual(skipped.teacher_cfg.MODEL.WEIGHTS, "")  # the shapes teacher's own (random init)
         with tempfile.TemporaryDirectory() as tmp:  # a family without stage 1
             folder = os.path.join(tmp, "family")

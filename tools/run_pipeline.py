@@ -21,7 +21,7 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    if args.slurm:
+    if args.slurm and not args.dry_run:  # a dry run prints the stages wherever they would run
         from xpseudo.slurm.jobs import wait_if_local
         from xpseudo.slurm.pipeline_jobs import submit_pipeline
 

@@ -28,6 +28,10 @@ def add_xpseudo_config(cfg):
     # weight of the background class in the classification cross-entropy, teacher and student
     # (the authors' release: 0.2; 1.0 is detectron2's plain cross-entropy)
     cfg.MODEL.XPM.BACKGROUND_WEIGHT = 1.0
+    # What the weighted classification loss is divided by: "class_weights" (the sum of the RoIs'
+    # class weights, a weighted mean) or "rois" (the number of sampled RoIs, the authors' release).
+    # The two agree when BACKGROUND_WEIGHT is 1.
+    cfg.MODEL.XPM.CLS_LOSS_NORMALIZER = "class_weights"
     # Keep the region-to-text projection as MODEL.WEIGHTS gives it: the authors' teacher starts
     # from the grounding pretraining (XPMGroundingPretrainer) with the projection frozen.
     cfg.MODEL.XPM.FREEZE_PROJECTION = False
@@ -53,6 +57,9 @@ def add_xpseudo_config(cfg):
     # summed; "noun_to_region": one way, each word's best own region against the other images'
     # regions, so regions no word names are left alone (see xpseudo.losses.grounding)
     cfg.MODEL.XPM.GROUNDING.LOSS = "averaged"
+    # The contrast's batch: the caption images of all processes (True), or of each process on its
+    # own (False, the authors' release: 8 images per GPU)
+    cfg.MODEL.XPM.GROUNDING.CONTRAST_ACROSS_PROCESSES = True
     # Caption words grounded: "vocabulary" = mentions of the caption dataset's classes (synonyms
     # and plurals included), each embedded as its class; "all" = those plus every other caption word
     # outside a stop list (xpseudo.text.STOP_WORDS) used by at least MIN_WORD_COUNT images, embedded
@@ -81,6 +88,14 @@ def add_xpseudo_config(cfg):
     # initial log-variance of the sigma branch (sigma = exp(SIGMA_INIT / 2)); the authors' release
     # initialises the branch's bias to 1.0 (sigma 1.65)
     cfg.MODEL.XPM.STUDENT.SIGMA_INIT = -2.0
+    # the sigma branch: "conv_deconv" (3x3 conv, its own deconvolution, 1x1 conv on the detached
+    # features before the mask head's deconvolution) or "linear" (the authors' release: one 1x1
+    # conv on the detached features after it, weights N(0, 0.001^2))
+    cfg.MODEL.XPM.STUDENT.SIGMA_BRANCH = "conv_deconv"
+    # the mask loss over a batch's positive RoIs: "all", one mean; "per_source", the mean over
+    # pseudo objects plus the mean over ground-truth ones (the authors' release, whose student
+    # runs a pseudo pass and a ground-truth pass)
+    cfg.MODEL.XPM.STUDENT.MASK_LOSS_MEANS = "all"
     # re-weighting of pseudo objects' classification and box losses by their mask uncertainty:
     # "object" (WEIGHT_SCALE / the object's mean sigma), "batch" (WEIGHT_SCALE / the batch's mean
     # sigma; the authors' release, with WEIGHT_SCALE 0.01) or "none"
@@ -137,6 +152,10 @@ def add_xpseudo_config(cfg):
     # The dataset pseudo-labeled: captioned, or registered with weak labels (e.g. "shapes_train_boxes").
     # Empty: the first of XPM.CAPTION_DATASETS. tools/generate_pseudo_labels.py --dataset overrides it.
     cfg.XPM.PSEUDO_LABELS.DATASET = ""
+    # Which images are labeled: "all" of the dataset, or "annotated": only those that also hold an
+    # annotation in DATASETS.TRAIN, matched by file name (the authors' release labels only the
+    # base-annotated COCO images)
+    cfg.XPM.PSEUDO_LABELS.IMAGES = "all"
     # Which classes named by captions get pseudo masks: "all", "novel" or "base" (of the dataset's split).
     cfg.XPM.PSEUDO_LABELS.CLASSES = "all"
     # regions per caption word, best first (XPM: 1)
@@ -151,6 +170,9 @@ def add_xpseudo_config(cfg):
     # release has no temperature (1.0; on unnormalised embeddings). At 0.1 every pick's confidence
     # is ~0.99, so MIN_SCORE selects nothing; at 1.0 it lies in sigmoid([-1, 1]) = [0.27, 0.73].
     cfg.XPM.PSEUDO_LABELS.SCORE_TEMPERATURE = 0.1
+    # With "similarity": False scores the region embedding as projected, not L2-normalised, against
+    # the normalised word (the authors' release), so regions of large norm win picks.
+    cfg.XPM.PSEUDO_LABELS.NORMALIZE_REGIONS = True
     # A caption's number words and plurals ask for that many regions per class word ("two stars" ->
     # 2, "stars" or "several stars" -> PLURAL_COUNT), instead of TOP_K (the authors': False, one
     # region per word). Measured with "classifier": novel AP50 17.6 -> 20.9.

@@ -3,9 +3,10 @@ import argparse
 import glob
 import json
 import os
+import shlex
 import subprocess
 import sys
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from xpseudo.data.dataset_files import absolute_dataset_file_opts
 from xpseudo.pseudo.cli import labeled_dataset
@@ -116,8 +117,9 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def plan(args) -> argparse.Namespace:
-    """Configs, folders and overrides of every stage (the shapes data is generated if missing)."""
+def plan(args, prepare_data: bool = True) -> argparse.Namespace:
+    """Configs, folders and overrides of every stage (the shapes data is generated if missing,
+    unless ``prepare_data`` is False)."""
     from xpseudo.config import load_config
 
     teacher_config, student_config = find_configs(args.config_dir)
@@ -131,17 +133,22 @@ def plan(args) -> argparse.Namespace:
         raise SystemExit(f"error: --grounding: {args.config_dir} has no xpm_grounding_*.yaml")
     grounding_dir = os.path.join(output, "grounding")
     grounding_weights = os.path.join(grounding_dir, "model_final.pth")
-    if grounding_config:  # the teacher starts from the grounding pretraining
-        teacher_opts += ["MODEL.WEIGHTS", grounding_weights]
+    # the teacher's training starts from the grounding pretraining; its labeling pass from itself
+    teacher_train_opts = [*teacher_opts, "MODEL.WEIGHTS", grounding_weights] if grounding_config else list(teacher_opts)
     teacher_cfg = load_config(teacher_config, teacher_opts)
-    ensure_data(teacher_cfg)
+    if prepare_data:
+        ensure_data(teacher_cfg)
     return argparse.Namespace(
         grounding_config=grounding_config, grounding_dir=grounding_dir, grounding_weights=grounding_weights,
         grounding_opts=[*common, *args.grounding_opts],
         teacher_config=teacher_config, student_config=student_config, output=output, teacher_dir=teacher_dir,
-        labels_dir=labels_dir, student_dir=student_dir, teacher_opts=teacher_opts, student_opts=student_opts,
+        labels_dir=labels_dir, student_dir=student_dir, teacher_opts=teacher_opts, teacher_train_opts=teacher_train_opts,
+        student_opts=student_opts,
         teacher_cfg=teacher_cfg, teacher_weights=os.path.join(teacher_dir, "model_final.pth"),
         pseudo_labels=os.path.join(labels_dir, "pseudo_labels.json"),
+        # the student starts from the teacher and trains on its labels
+        student_common=[*student_opts, "MODEL.WEIGHTS", os.path.join(teacher_dir, "model_final.pth"),
+                        "XPM.PSEUDO_LABELS_FILE", os.path.join(labels_dir, "pseudo_labels.json")],
     )
 
 
@@ -159,6 +166,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--grounding-opts", nargs="*", default=[], help="overrides for the grounding pretraining only")
     parser.add_argument("--teacher-opts", nargs="*", default=[], help="overrides for the teacher only")
     parser.add_argument("--student-opts", nargs="*", default=[], help="overrides for the student only")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print each stage's command (config, overrides, output) and exit; nothing is run, prepared or submitted")
     parser.add_argument("--status", action="store_true",
                         help="after --slurm: each stage's job, its state, and why a stage failed or will never run")
     add_slurm_arguments(parser)
@@ -176,31 +185,55 @@ def main(argv=None) -> int:
     return run_pipeline(parse_args(argv))
 
 
+def stage_commands(p: argparse.Namespace, args) -> List[Tuple[str, List[str], str]]:
+    """(stage, command line, the file whose existence means the stage is done) of every training
+    stage, in order."""
+    train_net = os.path.join(REPO, "tools", "train_net.py")
+    gpus = ["--num-gpus", str(args.num_gpus)]
+    stages = []
+    if p.grounding_config:
+        stages.append(("grounding", [train_net, "--config-file", p.grounding_config, "--resume", *gpus, *p.grounding_opts,
+                                     "OUTPUT_DIR", p.grounding_dir], p.grounding_weights))
+    stages.append(("teacher", [train_net, "--config-file", p.teacher_config, "--resume", *gpus, *p.teacher_train_opts,
+                               "OUTPUT_DIR", p.teacher_dir], p.teacher_weights))
+    stages.append(("pseudo labels", [os.path.join(REPO, "tools", "generate_pseudo_labels.py"), "--config-file", p.teacher_config,
+                                     "--dataset", labeled_dataset(p.teacher_cfg), "--output", p.labels_dir,
+                                     "--num-shards", str(args.num_shards), *p.teacher_opts, "MODEL.WEIGHTS", p.teacher_weights],
+                   p.pseudo_labels))
+    stages.append(("student", [train_net, "--config-file", p.student_config, "--resume", *gpus, *p.student_common,
+                               "OUTPUT_DIR", p.student_dir], os.path.join(p.student_dir, "model_final.pth")))
+    return stages
+
+
+def print_plan(p: argparse.Namespace, args) -> int:
+    """``--dry-run``: each stage's command, and whether its output is already there."""
+    for number, (stage, command, done) in enumerate(stage_commands(p, args), start=1):
+        state = "done, skipped" if os.path.exists(done) else "to run"
+        print(f"{number}. {stage} ({state}): {os.path.basename(sys.executable)} {' '.join(shlex.quote(c) for c in command)}")
+    print(f"then: each model evaluated on its DATASETS.TEST, the table written to {os.path.join(p.output, 'summary.json')}")
+    if args.slurm:
+        print("with --slurm these are submitted as jobs that wait for each other (the pseudo labels as an array of shards and a merge)")
+    return 0
+
+
 def run_pipeline(args) -> int:
     from xpseudo.config import load_config
 
-    p = plan(args)
+    p = plan(args, prepare_data=not args.dry_run)
+    if args.dry_run:
+        return print_plan(p, args)
     teacher_cfg_file, student_cfg_file, output = p.teacher_config, p.student_config, p.output
     teacher_dir, labels_dir, student_dir = p.teacher_dir, p.labels_dir, p.student_dir
-    teacher_opts, student_opts, teacher_cfg = p.teacher_opts, p.student_opts, p.teacher_cfg
+    teacher_opts, teacher_cfg = p.teacher_opts, p.teacher_cfg
     train_net = os.path.join(REPO, "tools", "train_net.py")
     gpus = ["--num-gpus", str(args.num_gpus)]
 
-    if p.grounding_config and not os.path.exists(p.grounding_weights):
-        run("grounding", [train_net, "--config-file", p.grounding_config, "--resume", *gpus, *p.grounding_opts, "OUTPUT_DIR", p.grounding_dir])
-    teacher_weights = p.teacher_weights
-    if not os.path.exists(teacher_weights):
-        run("teacher", [train_net, "--config-file", teacher_cfg_file, "--resume", *gpus, *teacher_opts, "OUTPUT_DIR", teacher_dir])
-    pseudo_labels = p.pseudo_labels
-    if not os.path.exists(pseudo_labels):
-        dataset = labeled_dataset(teacher_cfg)
-        run("pseudo labels", [os.path.join(REPO, "tools", "generate_pseudo_labels.py"), "--config-file", teacher_cfg_file,
-                              "--dataset", dataset, "--output", labels_dir, "--num-shards", str(args.num_shards),
-                              *teacher_opts, "MODEL.WEIGHTS", teacher_weights])
+    for stage, command, done in stage_commands(p, args):
+        if not os.path.exists(done):
+            run(stage, command)
+    teacher_weights, pseudo_labels = p.teacher_weights, p.pseudo_labels
     student_weights = os.path.join(student_dir, "model_final.pth")
-    student_common = [*student_opts, "MODEL.WEIGHTS", teacher_weights, "XPM.PSEUDO_LABELS_FILE", pseudo_labels]
-    if not os.path.exists(student_weights):
-        run("student", [train_net, "--config-file", student_cfg_file, "--resume", *gpus, *student_common, "OUTPUT_DIR", student_dir])
+    student_common = p.student_common
 
     student_cfg = load_config(student_cfg_file, student_common)
     summary = {"config_dir": args.config_dir, "teacher_config": teacher_cfg_file, "student_config": student_cfg_file,

@@ -18,6 +18,7 @@ from xpseudo.evaluation.ovis_evaluator import OVISEvaluator
 from xpseudo.modeling.vocabulary import dataset_vocabulary
 
 from .hooks import DropFrozenGradients
+from .optimizer import build_clipped_optimizer
 
 def lvis_evaluator(name, output_dir, tasks):
     patch_numpy_for_lvis()
@@ -65,6 +66,10 @@ class XPMTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_clipped_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):

@@ -17,10 +17,17 @@ from xpseudo.losses.prototype_contrast import PrototypeBank, prototype_contrast_
 from xpseudo.losses.pseudo_mask import MASK_LOSSES, confidence_guided_mask_loss, response_scaling_mask_loss
 
 
+SIGMA_BRANCHES = ("conv_deconv", "linear")
+MASK_LOSS_MEANS = ("all", "per_source")
+
+
 @ROI_MASK_HEAD_REGISTRY.register()
 class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
     """detectron2's conv-upsample mask head plus a sigma branch: a per-pixel log-variance predicted
-    from the detached conv features, so the uncertainty never reshapes the mask features.
+    from detached features, so the uncertainty never reshapes the mask features. ``sigma_branch``
+    "conv_deconv": a 3x3 conv, its own deconvolution and a 1x1 conv on the features before the
+    deconvolution, the last layer starting at zero (sigma the same everywhere); "linear" (the
+    authors' release): one 1x1 conv on the features after it, weights N(0, 0.001^2).
 
     Training: ground-truth instances get plain BCE on the logits; pseudo instances (``gt_pseudo``
     True) the loss ``mask_loss`` names (``xpseudo.losses.MASK_LOSSES``): "noise_aware"
@@ -46,7 +53,7 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
 
     @configurable
     def __init__(self, input_shape, *, noise_aware: bool = True, num_samples: int = 8, sigma_freeze_iter: int = -1,
-                 sigma_init: float = -2.0, mask_loss: str = "noise_aware", response_scales: Sequence[float] = (0.25, 4.0),
+                 sigma_init: float = -2.0, sigma_branch: str = "conv_deconv", mask_loss_means: str = "all", mask_loss: str = "noise_aware", response_scales: Sequence[float] = (0.25, 4.0),
                  prototype_weight: float = 0.0, prototype_temperature: float = 0.1, prototype_momentum: float = 0.99,
                  prototype_pixels: int = 256, prototype_hard_fraction: float = 0.5, prototype_pseudo: bool = True, **kwargs):
         super().__init__(input_shape, **kwargs)
@@ -56,18 +63,30 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
             if mask_loss not in ("noise_aware", "bce"):
                 raise ValueError(f"MODEL.XPM.STUDENT.NOISE_AWARE False means MASK_LOSS bce; it contradicts MASK_LOSS {mask_loss!r}")
             mask_loss = "bce"
-        conv_dim = self.deconv.in_channels
-        self.sigma = nn.Sequential(
-            Conv2d(conv_dim, conv_dim, kernel_size=3, padding=1, activation=F.relu),
-            ConvTranspose2d(conv_dim, conv_dim, kernel_size=2, stride=2),
-            nn.ReLU(),
-            Conv2d(conv_dim, 1, kernel_size=1),
-        )
-        for layer in (self.sigma[0], self.sigma[1]):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
-        nn.init.zeros_(self.sigma[3].weight)  # start with the same sigma everywhere
-        nn.init.constant_(self.sigma[3].bias, sigma_init)
+        if sigma_branch not in SIGMA_BRANCHES:
+            raise ValueError(f"MODEL.XPM.STUDENT.SIGMA_BRANCH must be one of {SIGMA_BRANCHES}, got {sigma_branch!r}")
+        self.sigma_branch = sigma_branch
+        if mask_loss_means not in MASK_LOSS_MEANS:
+            raise ValueError(f"MODEL.XPM.STUDENT.MASK_LOSS_MEANS must be one of {MASK_LOSS_MEANS}, got {mask_loss_means!r}")
+        self.mask_loss_means = mask_loss_means
+        if sigma_branch == "linear":  # the authors': one 1x1 conv on the mask features
+            self.sigma = Conv2d(self.deconv.out_channels, 1, kernel_size=1)
+            nn.init.normal_(self.sigma.weight, std=0.001)
+            last = self.sigma
+        else:
+            conv_dim = self.deconv.in_channels
+            self.sigma = nn.Sequential(
+                Conv2d(conv_dim, conv_dim, kernel_size=3, padding=1, activation=F.relu),
+                ConvTranspose2d(conv_dim, conv_dim, kernel_size=2, stride=2),
+                nn.ReLU(),
+                Conv2d(conv_dim, 1, kernel_size=1),
+            )
+            for layer in (self.sigma[0], self.sigma[1]):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+            last = self.sigma[3]
+            nn.init.zeros_(last.weight)  # start with the same sigma everywhere
+        nn.init.constant_(last.bias, sigma_init)
         self.mask_loss, self.response_scales = mask_loss, tuple(response_scales)
         self.noise_aware = mask_loss == "noise_aware"
         self.num_samples, self.sigma_freeze_iter = num_samples, sigma_freeze_iter
@@ -87,7 +106,8 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         contrast = cfg.MODEL.XPM.PROTOTYPE_CONTRAST
         ret.update(
             noise_aware=noise.NOISE_AWARE, num_samples=noise.NUM_SAMPLES, sigma_freeze_iter=noise.SIGMA_FREEZE_ITER,
-            sigma_init=noise.SIGMA_INIT, mask_loss=noise.MASK_LOSS, response_scales=noise.RESPONSE_SCALES,
+            sigma_init=noise.SIGMA_INIT, sigma_branch=noise.SIGMA_BRANCH,
+            mask_loss_means=noise.MASK_LOSS_MEANS, mask_loss=noise.MASK_LOSS, response_scales=noise.RESPONSE_SCALES,
             prototype_weight=contrast.WEIGHT, prototype_temperature=contrast.TEMPERATURE,
             prototype_momentum=contrast.MOMENTUM, prototype_pixels=contrast.PIXELS_PER_CLASS,
             prototype_hard_fraction=contrast.HARD_FRACTION, prototype_pseudo=contrast.PSEUDO,
@@ -112,7 +132,7 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
                 pixels = x
             if name not in ("sigma", "prototypes"):
                 x = layer(x)
-        log_variance = self.sigma(features.detach())
+        log_variance = self.sigma((pixels if self.sigma_branch == "linear" else features).detach())
         if self.training and self.sigma_frozen():
             log_variance = zero_gradient(log_variance)
         return x, log_variance, pixels
@@ -138,8 +158,9 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         return losses
 
     def loss(self, logits: torch.Tensor, log_variance: torch.Tensor, instances: List[Instances], targets: Optional["MaskTargets"] = None) -> torch.Tensor:
-        """The mask loss of N instances' M x M logits (GT: BCE; pseudo: ``mask_loss``); sets each
-        instance's ``mask_sigma``."""
+        """The mask loss of N instances' M x M logits (GT: BCE; pseudo: ``mask_loss``): their mean
+        ("all"), or the mean over pseudo instances plus the mean over ground-truth ones
+        (``mask_loss_means`` "per_source"); sets each instance's ``mask_sigma``."""
         if targets is None:
             targets = mask_targets(instances, logits.shape[-1], logits.device)
         # zero-weight terms keep every parameter in the graph on every rank (see the class docstring)
@@ -161,6 +182,8 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
             storage.put_scalar("noise_aware/pseudo_sigma", sigma[pseudo].mean().item())
         if (~pseudo).any():
             storage.put_scalar("noise_aware/gt_sigma", sigma[~pseudo].mean().item())
+        if self.mask_loss_means == "per_source":  # the authors' two passes: one mean each, summed
+            return sum(per_instance[part].mean() for part in (pseudo, ~pseudo) if part.any()) + in_graph
         return per_instance.mean() + in_graph
 
     def _pseudo_mask_loss(self, logits, log_variance, targets, uncertain, banded) -> torch.Tensor:

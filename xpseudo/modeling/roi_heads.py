@@ -41,8 +41,10 @@ class OpenVocabROIHeads(StandardROIHeads):
         """Region embeddings of features pooled elsewhere (the grounding's grid cells)."""
         return self.box_predictor.embed(self.box_head(pooled))
 
-    def region_embeddings_and_deltas(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Region embeddings and the class-agnostic box regression deltas (N x 4) of ``boxes``."""
+    def region_embeddings_and_deltas(self, features: Dict[str, torch.Tensor], boxes: List[Boxes],
+                                     normalize: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Region embeddings (normalised unless ``normalize`` is False) and the class-agnostic box
+        regression deltas (N x 4) of ``boxes``."""
         pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
         features = self.box_head(pooled)
-        return self.box_predictor.embed(features), self.box_predictor.bbox_pred(features.flatten(start_dim=1))
+        return self.box_predictor.embed(features, normalize), self.box_predictor.bbox_pred(features.flatten(start_dim=1))

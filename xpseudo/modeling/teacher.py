@@ -57,6 +57,7 @@ class XPMTeacher(GeneralizedRCNN):
         grounding_loss_form: str = "averaged",
         grid_pooler: Optional[ROIPooler] = None,
         freeze_projection: bool = False,
+        contrast_across_processes: bool = True,
         **kwargs,
     ):
         """
@@ -75,6 +76,8 @@ class XPMTeacher(GeneralizedRCNN):
             grid_pooler: pools grid cells from ``grid_feature`` alone (one cell, one feature-map
                 position, as the authors' C5 cells), whatever size FPN's level rule would give them.
             freeze_projection: the region-to-text projection is not trained.
+            contrast_across_processes: the grounding contrast is over the caption images of all
+                processes (False: of this process only, the authors' release).
         """
         super().__init__(**kwargs)
         self.embedding_provider = embedding_provider
@@ -91,6 +94,7 @@ class XPMTeacher(GeneralizedRCNN):
         if self.grid_feature not in self.backbone.output_shape():
             raise ValueError(f"MODEL.XPM.GROUNDING.GRID_FEATURE {self.grid_feature!r} is not a backbone output {sorted(self.backbone.output_shape())}")
         self.grid_pooler = grid_pooler
+        self.contrast_across_processes = contrast_across_processes
         if freeze_projection:
             self.roi_heads.box_predictor.projection.requires_grad_(False)
         self.train_vocabulary = train_vocabulary
@@ -141,6 +145,7 @@ class XPMTeacher(GeneralizedRCNN):
             grounding_loss_form=grounding.LOSS,
             grid_pooler=grid_pooler(cfg, ret["backbone"]),
             freeze_projection=cfg.MODEL.XPM.FREEZE_PROJECTION,
+            contrast_across_processes=grounding.CONTRAST_ACROSS_PROCESSES,
         )
         return ret
 
@@ -247,14 +252,19 @@ class XPMTeacher(GeneralizedRCNN):
                 embeddings = self.roi_heads.region_embeddings(features, boxes)
             regions = embeddings.split([len(b) for b in boxes])
             words = [self.word_embeddings[torch.as_tensor(batched_inputs[i]["caption_words"], device=self.device)] for i in indices]
-        # The contrast is over the caption images of all processes (one image per GPU would be a
-        # batch of one, whose loss is zero). A process without caption images still takes part.
+        # By default the contrast is over the caption images of all processes (one image per GPU
+        # would be a batch of one, whose loss is zero); a process without caption images still
+        # takes part. Per process, DDP's gradient average is already the mean of the local losses.
         dim = self.roi_heads.box_predictor.projection.out_features
-        region_batch, region_mask = gather_padded(*_pad(regions, dim, self.device))
-        word_batch, word_mask = gather_padded(*_pad(words, dim, self.device))
+        region_batch, region_mask = _pad(regions, dim, self.device)
+        word_batch, word_mask = _pad(words, dim, self.device)
+        if self.contrast_across_processes:
+            region_batch, region_mask = gather_padded(region_batch, region_mask)
+            word_batch, word_mask = gather_padded(word_batch, word_mask)
         if region_batch.shape[0] == 0:
             return features[next(iter(features))].sum() * 0
-        return scale_for_ddp(grounding_loss(region_batch, region_mask, word_batch, word_mask, self.grounding_temperature, self.grounding_loss_form))
+        loss = grounding_loss(region_batch, region_mask, word_batch, word_mask, self.grounding_temperature, self.grounding_loss_form)
+        return scale_for_ddp(loss) if self.contrast_across_processes else loss
 
     def _grounding_boxes(self, images: ImageList, features: Dict[str, torch.Tensor]) -> List[Boxes]:
         """Each caption image's regions (see MODEL.XPM.GROUNDING.REGIONS)."""

@@ -124,7 +124,7 @@ def check_inputs(cfg, args, require_weights: bool):
     dataset = args.dataset or labeled_dataset(cfg)
     if not dataset:
         raise ValueError("no --dataset, and the config has neither XPM.PSEUDO_LABELS.DATASET nor XPM.CAPTION_DATASETS")
-    records = labeling_records(dataset)
+    records = labeling_records(dataset, cfg)
     num_shards = args.num_shards or 1
     for index in range(num_shards) if args.shard_index is None else [args.shard_index]:
         shard_bounds(len(records), num_shards, index)

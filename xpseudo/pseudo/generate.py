@@ -4,7 +4,7 @@ import json
 import logging
 import os
 import sys
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,10 +34,14 @@ def weak_label_kind(dataset_name: str) -> str:
     return MetadataCatalog.get(dataset_name).get("weak_labels", None) or "captions"
 
 
-def labeling_records(dataset_name: str) -> List[dict]:
+def labeling_records(dataset_name: str, cfg=None) -> List[dict]:
     """The dataset's records, in catalog order. A captioned dataset's must each carry ``captions``;
-    a weak-label dataset's are checked when loaded (``xpseudo.data.weak_labels``)."""
+    a weak-label dataset's are checked when loaded (``xpseudo.data.weak_labels``). With ``cfg``'s
+    XPM.PSEUDO_LABELS.IMAGES "annotated", only the images that also hold an annotation in
+    DATASETS.TRAIN (the same file name), as the authors' release labels base-annotated images only."""
     records = DatasetCatalog.get(dataset_name)
+    if cfg is not None:
+        records = images_to_label(records, cfg.XPM.PSEUDO_LABELS.IMAGES, cfg.DATASETS.TRAIN, dataset_name)
     if weak_label_kind(dataset_name) != "captions":
         return records
     for record in records:
@@ -46,6 +50,23 @@ def labeling_records(dataset_name: str) -> List[dict]:
             raise InputError(source, f"image {record.get('image_id')} of {dataset_name!r} has no captions: pseudo-labeling needs "
                                      "a captioned dataset or one registered with weak_labels")
     return records
+
+
+IMAGE_CHOICES = ("all", "annotated")
+
+
+def images_to_label(records: List[dict], images: str, annotated_datasets: Sequence[str], dataset_name: str) -> List[dict]:
+    """``records`` ("all"), or those whose file name has an annotation in ``annotated_datasets``."""
+    if images not in IMAGE_CHOICES:
+        raise ValueError(f"XPM.PSEUDO_LABELS.IMAGES must be one of {IMAGE_CHOICES}, got {images!r}")
+    if images == "all":
+        return records
+    if not annotated_datasets:
+        raise ValueError("XPM.PSEUDO_LABELS.IMAGES 'annotated' needs the annotated datasets in DATASETS.TRAIN")
+    annotated = {os.path.basename(r["file_name"]) for name in annotated_datasets for r in DatasetCatalog.get(name) if r.get("annotations")}
+    kept = [r for r in records if os.path.basename(r["file_name"]) in annotated]
+    logger.info(f"labeling the {len(kept)} of {len(records)} images of {dataset_name} annotated in {', '.join(annotated_datasets)}")
+    return kept
 
 
 def provenance(cfg, labeler, dataset_name: str, records: List[dict], num_shards: int) -> dict:
@@ -132,7 +153,7 @@ def generate_shard(cfg, labeler, dataset_name: str, output_dir: str, num_shards:
                    records: Optional[List[dict]] = None) -> dict:
     """Write shard ``shard_index`` of ``num_shards`` to OUTPUT/shards/ (skipped when it is already
     finished; continued when a previous run was interrupted). Returns the shard's counts."""
-    records = records if records is not None else labeling_records(dataset_name)
+    records = records if records is not None else labeling_records(dataset_name, cfg)
     start, end = shard_bounds(len(records), num_shards, shard_index)
     path = shard_path(output_dir, shard_index, num_shards)
     header = {"provenance": provenance(cfg, labeler, dataset_name, records, num_shards),

@@ -47,6 +47,7 @@ class PseudoLabeler(WeakLabelReader):
         plural_count: int = 2,
         known_classes: Sequence[int] = (),
         uncertain_band: Sequence[float] = (),
+        normalize_regions: bool = True,
     ):
         """``dataset_ids``: the category id written for each vocabulary index (default: the
         vocabulary's ids). ``counts``: a caption's number words and plurals ask for that many
@@ -56,9 +57,14 @@ class PseudoLabeler(WeakLabelReader):
         a base class is not given to a novel word because it is surely no background.
         ``uncertain_band``: (low, high); each result then also has ``uncertain_masks``, the pixels
         whose pasted mask probability lies in [low, high] (what the confidence-guided student
-        loss ignores)."""
+        loss ignores). ``normalize_regions`` False: with ``score`` "similarity", S is the dot
+        product of the region embedding as projected (not L2-normalised) and the normalised word,
+        as the authors' release picks; a region of large norm then wins over a better-aligned one."""
         if score not in SCORE_CHOICES:
             raise ValueError(f"score must be one of {SCORE_CHOICES}, got {score!r}")
+        if not normalize_regions and score != "similarity":
+            raise ValueError("XPM.PSEUDO_LABELS.NORMALIZE_REGIONS False needs SCORE similarity (the classifier is a cosine)")
+        self.normalize_regions = normalize_regions
         super().__init__(vocabulary, wanted_classes, matcher, counts, plural_count)
         self.score = score
         if uncertain_band and not (len(uncertain_band) == 2 and 0.0 <= uncertain_band[0] <= uncertain_band[1] <= 1.0):
@@ -88,6 +94,7 @@ class PseudoLabeler(WeakLabelReader):
             "refine_boxes": self.refine_boxes,
             "mask_threshold": self.mask_threshold,
             "uncertain_band": list(self.uncertain_band),
+            "normalize_regions": self.normalize_regions,
         }
 
     def _given_boxes(self, x: dict, image_size) -> Instances:
@@ -118,6 +125,7 @@ class PseudoLabeler(WeakLabelReader):
             options.PLURAL_COUNT,
             metadata.get("base_class_ids", []),
             options.UNCERTAIN_BAND,
+            options.NORMALIZE_REGIONS,
         )
 
     def _class_scores(self, regions: torch.Tensor, classes: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -160,7 +168,7 @@ class PseudoLabeler(WeakLabelReader):
                     subset_features = {k: v[selecting] for k, v in features.items()}
                 proposals, _ = model.proposal_generator(subset, subset_features, None)
                 boxes = [p.proposal_boxes for p in proposals]
-                embeddings, deltas = model.roi_heads.region_embeddings_and_deltas(subset_features, boxes)
+                embeddings, deltas = model.roi_heads.region_embeddings_and_deltas(subset_features, boxes, self.normalize_regions)
                 per_image = [len(b) for b in boxes]
                 regions_of = dict(zip(selecting, zip(boxes, embeddings.split(per_image), deltas.split(per_image))))
             results = []

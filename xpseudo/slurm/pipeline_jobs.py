@@ -34,7 +34,7 @@ def submit_pipeline(args, argv):
         previous = [submit_training(training(p.grounding_config, [*p.grounding_opts, "OUTPUT_DIR", p.grounding_dir]), name="xpm-grounding")]
         jobs["grounding"] = previous
     if not os.path.exists(teacher_weights):
-        previous = [submit_training(training(teacher_cfg_file, [*teacher_opts, "OUTPUT_DIR", teacher_dir]), dependency=previous, name="xpm-teacher")]
+        previous = [submit_training(training(teacher_cfg_file, [*p.teacher_train_opts, "OUTPUT_DIR", teacher_dir]), dependency=previous, name="xpm-teacher")]
         jobs["teacher"] = previous
     if not os.path.exists(pseudo_labels):
         labeling = argparse.Namespace(**slurm, config_file=teacher_cfg_file, dataset=labeled_dataset(teacher_cfg),
