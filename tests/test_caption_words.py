@@ -1,6 +1,6 @@
 import unittest
 
-from xpseudo.text import STOP_WORDS, CaptionMatcher, Vocabulary, caption_word_table
+from xpseudo.text import STOP_WORDS, CaptionMatcher, Vocabulary, caption_word_choices, caption_word_table
 
 VOCABULARY = Vocabulary.from_names(["teddy bear", "dog", "star"], synonyms={"star": ["five pointed star"]})
 CAPTIONS = [
@@ -38,6 +38,23 @@ class TestCaptionWordTable(unittest.TestCase):
         self.assertEqual(words, [[0, 1, 3, 4], [2, 3], [3, 4]])
         _, words = caption_word_table(self.matcher, CAPTIONS, "all", min_count=2, max_words=2)
         self.assertEqual(words, [[0, 1], [2, 3], [3, 4]])
+
+    def test_one_caption_mode_keeps_each_captions_words_apart(self):
+        """The authors' stage-1 words: every word of a caption (stop words too, not numbers), class
+        mentions first; one list per caption, an image kept whatever it names."""
+        table, choices = caption_word_choices(self.matcher, CAPTIONS, min_count=2)
+        # used by two or more images: red (3), then a, and, sofa (2 each)
+        self.assertEqual(table.names, ["teddy bear", "dog", "star", "red", "a", "and", "sofa"])
+        red, a, and_, sofa = 3, 4, 5, 6
+        self.assertEqual(choices, [
+            [[0, 1, a, and_, red, sofa], [0, 1, a]],  # "two" (a count), "on", "brown", "next", "to": one image each
+            [[2, red, and_, a]],
+            [[red, sofa]],  # names no class, still grounded; "2" is a number
+        ])
+        every_table, every = caption_word_choices(self.matcher, CAPTIONS)
+        self.assertEqual([every_table.names[i] for i in every[2][0]], ["an", "empty", "red", "sofa", "in", "rooms"])
+        with self.assertRaisesRegex(ValueError, "one_caption: caption_word_choices"):
+            caption_word_table(self.matcher, CAPTIONS, "one_caption")
 
     def test_stop_words_and_bad_mode(self):
         self.assertTrue({"a", "the", "and", "of", "photo", "two"} <= STOP_WORDS)

@@ -115,6 +115,24 @@ class TestGroundingPretrainer(RegisteredShapes, unittest.TestCase):
                 loss.backward()
                 self.assertGreater(model.roi_heads.box_predictor.projection.weight.grad.abs().sum().item(), 0, (name, form))
 
+    def test_one_caption_words_are_drawn_per_step_from_the_images_captions(self):
+        """GROUNDING.WORDS one_caption (the authors' stage-1 words): each loaded caption image
+        carries the word list of one of its captions."""
+        from xpseudo.data.xpm_loader import caption_loader, grounding_data
+
+        cfg = config("xpm_grounding_R18_FPN.yaml", self.embeddings, "MODEL.XPM.GROUNDING.WORDS", "one_caption",
+                     "MODEL.XPM.GROUNDING.MIN_WORD_COUNT", "1", "DATALOADER.NUM_WORKERS", "0", "XPM.CAPTION_IMS_PER_BATCH", "4")
+        table, records = grounding_data(cfg)
+        self.assertTrue({"a", "the"} & set(table.names))  # stop words are words here
+        choices = {r["image_id"]: r["caption_word_choices"] for r in records}
+        self.assertEqual(len(choices), 8)  # every image has a word
+        seen = set()
+        for step, batch in zip(range(6), caption_loader(cfg)):
+            for item in batch:
+                self.assertIn(item["caption_words"], choices[item["image_id"]])
+                seen.add((item["image_id"], tuple(item["caption_words"])))
+        self.assertGreater(len(seen), len({image for image, _ in seen}))  # some image was seen with two captions
+
     def test_bad_choices_are_refused(self):
         with self.assertRaisesRegex(ValueError, "MODEL.XPM.GROUNDING.REGIONS must be one of"):
             build_model(config("xpm_teacher_R18_FPN.yaml", self.embeddings, "MODEL.XPM.GROUNDING.REGIONS", "cells"))

@@ -115,6 +115,7 @@ class TestPaperFamilyConfigs(unittest.TestCase):
         self.assertEqual((xpm.FREEZE_PROJECTION, xpm.GROUNDING.ENABLED), (True, False))  # row 1
         self.assertEqual((xpm.BACKGROUND_WEIGHT, xpm.CLS_LOSS_NORMALIZER), (0.2, "rois"))  # row 2
         self.assertFalse(grounding.MODEL.XPM.GROUNDING.CONTRAST_ACROSS_PROCESSES)  # row 3
+        self.assertEqual((grounding.MODEL.XPM.GROUNDING.WORDS, grounding.MODEL.XPM.GROUNDING.MIN_WORD_COUNT), ("one_caption", 1))
         self.assertTrue(grounding.SOLVER.CLIP_GRADIENTS.ENABLED)  # row 5
         self.assertFalse(teacher.XPM.PSEUDO_LABELS.NORMALIZE_REGIONS)  # row 6
         self.assertEqual(student.MODEL.XPM.STUDENT.SIGMA_BRANCH, "linear")  # row 7

@@ -63,7 +63,9 @@ def add_xpseudo_config(cfg):
     # Caption words grounded: "vocabulary" = mentions of the caption dataset's classes (synonyms
     # and plurals included), each embedded as its class; "all" = those plus every other caption word
     # outside a stop list (xpseudo.text.STOP_WORDS) used by at least MIN_WORD_COUNT images, embedded
-    # with the same text model and prompts (computed and cached, even when TEXT_EMBEDDINGS is set).
+    # with the same text model and prompts (computed and cached, even when TEXT_EMBEDDINGS is set);
+    # "one_caption" (the authors' stage 1) = every word of one caption drawn at random per image and
+    # step (stop words included; MAX_WORDS not applied), images kept whatever they name.
     cfg.MODEL.XPM.GROUNDING.WORDS = "vocabulary"
     cfg.MODEL.XPM.GROUNDING.MIN_WORD_COUNT = 5
     # at most this many distinct words per image, class words first

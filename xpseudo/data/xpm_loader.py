@@ -1,6 +1,7 @@
 """Training batches for XPM: annotated images and caption images together in every batch."""
 import functools
 import logging
+import random
 from typing import List, Sequence, Tuple
 
 from detectron2.data import DatasetMapper, MetadataCatalog, build_detection_train_loader, get_detection_dataset_dicts
@@ -8,7 +9,7 @@ from detectron2.data.build import _train_loader_from_config  # the sampler and s
 from detectron2.data.samplers import TrainingSampler
 
 from xpseudo.text.caption_matcher import CaptionMatcher
-from xpseudo.text.caption_words import caption_word_table
+from xpseudo.text.caption_words import caption_word_choices, caption_word_table
 from xpseudo.text.vocabulary import Vocabulary
 from xpseudo.utils.io import InputError
 
@@ -22,23 +23,29 @@ def caption_records(
 ) -> Tuple[Vocabulary, List[dict]]:
     """The caption word table and the records of the caption datasets with ``caption_words``
     (indices into the table; see ``xpseudo.text.caption_word_table``), matched once here rather
-    than every iteration. Images whose captions name no class are dropped and counted."""
+    than every iteration. Images whose captions name no class are dropped and counted. In
+    "one_caption" mode the records hold ``caption_word_choices`` (one list per caption; see
+    ``xpseudo.text.caption_word_choices``) and are kept whenever a caption has a word."""
     records = get_detection_dataset_dicts(list(dataset_names), filter_empty=False)
     for record in records:
         if "captions" not in record:
             raise InputError(str(dataset_names), f"image {record.get('image_id')} has no 'captions': not a caption dataset")
-    table, words = caption_word_table(matcher, [r["captions"] for r in records], mode, min_count, max_words)
-    # an image is grounded when it names at least one class: those are the words pseudo-labels need
     num_classes = len(matcher.vocabulary)
-    kept = [{**r, "caption_words": w} for r, w in zip(records, words) if w and w[0] < num_classes]
+    if mode == "one_caption":  # every image with a word; the caption is drawn per step (OneCaptionPerStep)
+        table, choices = caption_word_choices(matcher, [r["captions"] for r in records], min_count)
+        kept = [{**r, "caption_word_choices": [c for c in per_caption if c]} for r, per_caption in zip(records, choices) if any(per_caption)]
+    else:
+        table, words = caption_word_table(matcher, [r["captions"] for r in records], mode, min_count, max_words)
+        # an image is grounded when it names at least one class: those are the words pseudo-labels need
+        kept = [{**r, "caption_words": w} for r, w in zip(records, words) if w and w[0] < num_classes]
     logger.info(
-        f"caption datasets {list(dataset_names)}: {len(kept)} of {len(records)} images have captions naming a class; "
+        f"caption datasets {list(dataset_names)}: {len(kept)} of {len(records)} images grounded; "
         f"{len(table)} words in the table ({mode!r} mode)"
     )
     if not kept:
         raise InputError(
             ", ".join(MetadataCatalog.get(n).get("captions_file", n) or n for n in dataset_names),
-            f"no caption names any of the {num_classes} vocabulary classes",
+            f"no caption names any of the {num_classes} vocabulary classes" if mode != "one_caption" else "no caption has a word to ground",
         )
     return table, kept
 
@@ -105,12 +112,26 @@ def build_xpm_train_loader(cfg, mapper=None):
     return MixedBatches(annotated, caption_loader(cfg))
 
 
+class OneCaptionPerStep:
+    """A dataset mapper that maps like ``mapper`` after giving the record the words of one of its
+    captions, drawn at random each time (``caption_word_choices``; the authors' stage-1 words)."""
+
+    def __init__(self, mapper):
+        self.mapper = mapper
+
+    def __call__(self, record: dict):
+        return self.mapper(dict(record, caption_words=random.choice(record["caption_word_choices"])))
+
+
 def caption_loader(cfg):
     """Batches of XPM.CAPTION_IMS_PER_BATCH caption images with their ``caption_words``."""
     _, records = grounding_data(cfg)
+    mapper = DatasetMapper(cfg, True)
+    if cfg.MODEL.XPM.GROUNDING.WORDS == "one_caption":
+        mapper = OneCaptionPerStep(mapper)
     return build_detection_train_loader(
         dataset=records,
-        mapper=SkipUndecodableImages(DatasetMapper(cfg, True)),
+        mapper=SkipUndecodableImages(mapper),
         sampler=TrainingSampler(len(records), seed=cfg.SEED if cfg.SEED >= 0 else None),
         total_batch_size=cfg.XPM.CAPTION_IMS_PER_BATCH,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,

@@ -1,6 +1,6 @@
 """Vocabularies, caption-to-class matching and text embeddings (no detectron2 needed)."""
 from .caption_matcher import CaptionMatcher, WordMatch
-from .caption_words import STOP_WORDS, WORD_MODES, caption_word_table
+from .caption_words import STOP_WORDS, WORD_MODES, caption_word_choices, caption_word_table
 from .inflection import inflections, plural_forms, singular_forms
 from .vocabulary import Category, Vocabulary, display_name, name_to_words
 
@@ -10,6 +10,7 @@ __all__ = [
     "STOP_WORDS",
     "WORD_MODES",
     "caption_word_table",
+    "caption_word_choices",
     "Category",
     "Vocabulary",
     "display_name",
