@@ -98,6 +98,14 @@ class TestStageOneGradientClip(unittest.TestCase):
         optimizer.step()
         norm = torch.sqrt(sum((p.grad**2).sum() for p in model.parameters()))
         self.assertAlmostEqual(float(norm), 5.0, places=4)
+        # detectron2's own "norm" caps each tensor on its own: weight and bias at 5 each, sqrt(50) together
+        per_tensor = cfg.clone()
+        per_tensor.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+        clipped_apart = XPMTrainer.build_optimizer(per_tensor, model)
+        for parameter in model.parameters():
+            parameter.grad = torch.full_like(parameter, 100.0)
+        clipped_apart.step()
+        self.assertAlmostEqual(float(torch.sqrt(sum((p.grad**2).sum() for p in model.parameters()))), 50**0.5, places=4)
         # the authors' bias settings ride along: bias lr x2, no weight decay on biases
         bias_group = next(g for g in optimizer.param_groups if g["params"][0] is model.bias)
         self.assertEqual((bias_group["lr"], bias_group["weight_decay"]), (cfg.SOLVER.BASE_LR * 2, 0.0))
