@@ -22,7 +22,7 @@ def submit_pipeline(args, argv):
     p = plan(args)
     teacher_cfg_file, student_cfg_file, teacher_cfg = p.teacher_config, p.student_config, p.teacher_cfg
     teacher_dir, labels_dir, student_dir = p.teacher_dir, p.labels_dir, p.student_dir
-    teacher_opts, student_opts = p.teacher_opts, p.student_opts
+    teacher_opts = p.teacher_opts
     teacher_weights, pseudo_labels = p.teacher_weights, p.pseudo_labels
 
     def training(config_file, opts):
@@ -44,7 +44,7 @@ def submit_pipeline(args, argv):
         jobs["pseudo-label shards"], jobs["merge"] = shards, [merge]
         previous = [merge]
     if not os.path.exists(os.path.join(student_dir, "model_final.pth")):
-        student = [*student_opts, "MODEL.WEIGHTS", teacher_weights, "XPM.PSEUDO_LABELS_FILE", pseudo_labels, "OUTPUT_DIR", student_dir]
+        student = [*p.student_common, "OUTPUT_DIR", student_dir]
         previous = [submit_training(training(student_cfg_file, student), dependency=previous, name="xpm-student")]
         jobs["student"] = previous
     executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=previous, nodes=1)  # evaluation runs on one node
