@@ -162,6 +162,10 @@ def _load_worker(work: str, repo: str, steady_batches: int, result_file: str) ->
     if comm.is_main_process():
         with open(result_file, "w") as f:
             json.dump(everyone, f)
+    # leave together: a process exiting while gloo still talks to the other can abort it
+    comm.synchronize()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def load_phase(work: str, processes: int, repo: str, steady_batches: int = 10) -> List[dict]:
