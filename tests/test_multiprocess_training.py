@@ -122,6 +122,23 @@ class TestMultiProcessTraining(unittest.TestCase):
         predictor = "roi_heads.mask_head.predictor.weight"
         self.assertFalse(self.torch.equal(ranks[0][predictor], before_freeze[predictor]))  # the rest trains on
 
+    def test_paper_student_keeps_the_processes_identical_through_its_sigma_freeze(self):
+        """configs/shapes_paper's student: the one-conv sigma branch, the two-means mask loss, the
+        loss divided by the RoI count, backbone and RPN frozen."""
+        out, dump = os.path.join(self.tmp.name, "paper_student"), os.path.join(self.tmp.name, "paper_student_ranks")
+        self.train("--num-gpus", "2", "--config-file", "configs/shapes_paper/xpm_student_R18_FPN.yaml", "--dump", dump, *self.opts,
+                   "MODEL.WEIGHTS", self.weights, "XPM.PSEUDO_LABELS_FILE", os.path.join(self.labels, "pseudo_labels.json"),
+                   "MODEL.XPM.STUDENT.SIGMA_FREEZE_ITER", "2", "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "2",
+                   "SOLVER.WARMUP_ITERS", "1", "DATASETS.TEST", "()", "OUTPUT_DIR", out)
+        ranks = self.load_ranks(dump)
+        self.assert_same_parameters(ranks, os.path.join(out, "model_final.pth"))
+        sigma = "roi_heads.mask_head.sigma.weight"  # one 1x1 conv
+        self.assertEqual(tuple(ranks[0][sigma].shape[:2]), (1, 64))
+        before_freeze = self.torch.load(os.path.join(out, "model_0000001.pth"))["model"]
+        self.assertTrue(self.torch.equal(ranks[0][sigma], before_freeze[sigma]))  # frozen from iteration 2 on
+        predictor = "roi_heads.mask_head.predictor.weight"
+        self.assertFalse(self.torch.equal(ranks[0][predictor], before_freeze[predictor]))
+
     def test_student_with_prototype_contrast_and_confidence_guided_loss_keeps_the_processes_identical(self):
         """The prototypes are per-process buffers (no broadcast): their update sums over processes."""
         out, dump = os.path.join(self.tmp.name, "student_parts"), os.path.join(self.tmp.name, "student_parts_ranks")
