@@ -23,21 +23,37 @@ class TestRunPipeline(unittest.TestCase):
                     "MODEL.XPM.TEXT_EMBEDDINGS", emb, "MODEL.XPM.EMBEDDING_DIM", "32", "DATALOADER.NUM_WORKERS", "0",
                     "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "XPM.CAPTION_IMS_PER_BATCH", "2",
                     # the test's 32-d class embeddings: ground on class words (no text tower for the rest)
-                    "--grounding-opts", "MODEL.XPM.GROUNDING.WORDS", "vocabulary"]
+                    "--grounding-opts", "MODEL.XPM.GROUNDING.WORDS", "vocabulary", "--rounds", "2", "--oracle"]
             first = run_script(*args, env={"DETECTRON2_DATASETS": tmp})
-            for stage in ("grounding", "teacher", "pseudo labels", "student"):
+            for stage in ("grounding", "teacher", "pseudo labels", "student", "pseudo labels round 2", "student round 2", "oracle"):
                 self.assertIn(f"=== {stage}:", first.stdout)
             with open(os.path.join(out, "teacher", "log.txt")) as f:  # the teacher starts from stage 1
                 self.assertIn(os.path.join(out, "grounding", "model_final.pth"), f.read())
             for path in ("grounding/model_final.pth", "teacher/model_final.pth", "teacher/inference/shapes_val/results.json",
                          "pseudo_labels/pseudo_labels.json", "pseudo_labels/provenance.json",
                          "pseudo_labels/shards/shard-00001-of-00002.jsonl",
-                         "student/model_final.pth", "student/inference/shapes_val/results.json", "summary.json"):
+                         "student/model_final.pth", "student/inference/shapes_val/results.json", "summary.json",
+                         "round2/pseudo_labels/pseudo_labels.json", "round2/student/model_final.pth", "oracle/model_final.pth"):
                 self.assertTrue(os.path.exists(os.path.join(out, path)), path)
             with open(os.path.join(out, "summary.json")) as f:
                 summary = json.load(f)
             models = summary["results"]["shapes_val"]
-            self.assertEqual(set(models), {"teacher", "student"})
+            self.assertEqual(set(models), {"teacher", "student", "student round 2", "oracle"})
+            with open(os.path.join(out, "round2", "student", "log.txt")) as f:  # round 2 learns from round 2's labels
+                self.assertIn(os.path.join(out, "round2", "pseudo_labels", "pseudo_labels.json"), f.read())
+            # each round's labels scored on the labeled images against shapes_train_all, as evaluate_ovis.py scores them
+            quality = summary["pseudo_label_quality"]
+            self.assertEqual(quality["ground_truth"], "shapes_train_all")
+            for name, folder in (("round 1", "pseudo_labels"), ("round 2", "round2/pseudo_labels")):
+                scored = os.path.join(tmp, f"{name}.json")
+                run_script("tools/evaluate_ovis.py", "--gt", os.path.join(tmp, "shapes", "annotations", "instances_train_all.json"),
+                           "--dt", os.path.join(out, folder, "pseudo_labels.json"), "--split", os.path.join(tmp, "shapes", "split.json"),
+                           "--json-out", scored)
+                with open(scored) as f:
+                    direct = json.load(f)["segm"]
+                for key in ("AP50", "AP75", "AP50_novel", "AP50_base"):
+                    self.assertAlmostEqual(quality[name]["segm"][key], direct[key], places=6, msg=(name, key))
+            self.assertIn("pseudo labels against shapes_train_all", first.stdout)
             for model in models.values():
                 for task in ("segm", "bbox"):
                     self.assertIn("AP50_novel", model[task])
@@ -170,6 +186,51 @@ class TestGroundingStageChoice(unittest.TestCase):
             with self.assertRaisesRegex(SystemExit, "--grounding: .* has no xpm_grounding_"):
                 self.plan(folder, "--grounding")
 
+
+
+@requires_detectron2
+class TestRoundsAndOracle(unittest.TestCase):
+    """--rounds N: round k's student labels the same dataset, round k+1's student learns from it;
+    --oracle: the student's config on ground truth of every class."""
+
+    def stages(self, *flags):
+        from xpseudo.pipeline import parse_args, pipeline_stages, plan
+
+        with mock.patch("xpseudo.pipeline.ensure_data"):
+            return {s.name: s for s in pipeline_stages(plan(parse_args(["--config-dir", "configs/shapes", "--output", "/tmp/out", *flags])))}
+
+    def test_each_round_labels_with_the_round_before_and_trains_from_the_chosen_start(self):
+        stages = self.stages("--rounds", "3", "--oracle", "--teacher-opts", "XPM.PSEUDO_LABELS.PICK_IOU", "0.2", "SOLVER.MAX_ITER", "5")
+        self.assertEqual(list(stages), ["grounding", "teacher", "pseudo labels", "student", "pseudo labels round 2", "student round 2",
+                                        "pseudo labels round 3", "student round 3", "oracle"])
+        teacher, student1 = "/tmp/out/teacher/model_final.pth", "/tmp/out/student/model_final.pth"
+        for k, labeler in ((2, student1), (3, "/tmp/out/round2/student/model_final.pth")):
+            labels, student = stages[f"pseudo labels round {k}"], stages[f"student round {k}"]
+            self.assertEqual(os.path.basename(labels.config_file), "xpm_student_R18_FPN.yaml")
+            self.assertEqual(labels.dataset, stages["pseudo labels"].dataset)  # the same weak-label dataset
+            self.assertEqual(labels.opts[-4:], ["XPM.PSEUDO_LABELS.PICK_IOU", "0.2", "MODEL.WEIGHTS", labeler])
+            self.assertNotIn("SOLVER.MAX_ITER", labels.opts)  # a teacher-only override that is not a labeling one
+            self.assertEqual(labels.output, f"/tmp/out/round{k}/pseudo_labels")
+            opts = dict(zip(student.opts[0::2], student.opts[1::2]))
+            self.assertEqual(opts["MODEL.WEIGHTS"], teacher)
+            self.assertEqual(opts["XPM.PSEUDO_LABELS_FILE"], f"/tmp/out/round{k}/pseudo_labels/pseudo_labels.json")
+            self.assertEqual(opts["OUTPUT_DIR"], f"/tmp/out/round{k}/student")
+        oracle = dict(zip(stages["oracle"].opts[0::2], stages["oracle"].opts[1::2]))
+        self.assertEqual((oracle["DATASETS.TRAIN"], oracle["XPM.PSEUDO_LABELS_FILE"], oracle["MODEL.WEIGHTS"]),
+                         ("('shapes_train_all',)", "", teacher))
+        self.assertEqual(stages["oracle"].after, "teacher")
+        from_student = self.stages("--rounds", "3", "--round-init", "student")
+        starts = [dict(zip(from_student[f"student round {k}"].opts[0::2], from_student[f"student round {k}"].opts[1::2]))["MODEL.WEIGHTS"]
+                  for k in (2, 3)]
+        self.assertEqual(starts, [student1, "/tmp/out/round2/student/model_final.pth"])
+
+    def test_an_oracle_needs_an_all_class_dataset(self):
+        with self.assertRaisesRegex(SystemExit, "--oracle-dataset nope: no dataset of that name"):
+            self.stages("--oracle", "--oracle-dataset", "nope")
+        with self.assertRaisesRegex(SystemExit, "no \\*_train_all counterpart"):
+            self.stages("--oracle", "--opts", "DATASETS.TRAIN", "('shapes_train_boxes',)")
+        with self.assertRaises(SystemExit):  # argparse: at least one round
+            self.stages("--rounds", "0")
 
 
 class TestSummaryTable(unittest.TestCase):

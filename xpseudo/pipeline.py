@@ -6,6 +6,7 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from xpseudo.data.dataset_files import absolute_dataset_file_opts
@@ -114,6 +115,22 @@ def summary_table(summary: dict) -> str:
             for task in ("segm", "bbox"):
                 values = tasks.get(task, {})
                 lines.append(f"{model + ' ' + task:<22}" + "".join(f"{values.get(key, float('nan')):>12.2f}" for _, key in columns))
+        oracle = models.get("oracle", {}).get("segm", {}).get("AP50_novel")
+        if oracle:  # how close each model trained on pseudo labels gets to ground truth
+            shares = [f"{model} {tasks.get('segm', {}).get('AP50_novel', float('nan')) / oracle:.2f}"
+                      for model, tasks in models.items() if model not in ("teacher", "oracle")]
+            lines.append("novel segm AP50 as a share of the oracle's: " + ", ".join(shares))
+    quality = summary.get("pseudo_label_quality")
+    if quality:
+        columns = [(f"{m} {split}", m + key) for m in ("AP50", "AP75") for split, key in SPLIT_KEYS]
+        lines.append(f"\npseudo labels against {quality['ground_truth']} (the labeled images)")
+        lines.append(f"{'':<22}" + "".join(f"{title:>12}" for title, _ in columns))
+        for name, tasks in quality.items():
+            if name == "ground_truth":
+                continue
+            for task in ("segm", "bbox"):
+                values = tasks.get(task, {})
+                lines.append(f"{name + ' ' + task:<22}" + "".join(f"{values.get(key, float('nan')):>12.2f}" for _, key in columns))
     return "\n".join(lines)
 
 
@@ -138,7 +155,16 @@ def plan(args, prepare_data: bool = True) -> argparse.Namespace:
     teacher_cfg = load_config(teacher_config, teacher_opts)
     if prepare_data:
         ensure_data(teacher_cfg)
+    student_cfg = load_config(student_config, student_opts)
+    rounds = later_rounds(output, args.rounds, args.round_init, student_opts, teacher_opts, os.path.join(teacher_dir, "model_final.pth"),
+                          os.path.join(student_dir, "model_final.pth"))
+    oracle_dataset = all_class_dataset(student_cfg, args.oracle_dataset) if args.oracle else None
+    oracle_dir = os.path.join(output, "oracle")
     return argparse.Namespace(
+        rounds=rounds, oracle_dataset=oracle_dataset, oracle_dir=oracle_dir,
+        oracle_opts=[*student_opts, "MODEL.WEIGHTS", os.path.join(teacher_dir, "model_final.pth"),
+                     "DATASETS.TRAIN", str((oracle_dataset,)), "XPM.PSEUDO_LABELS_FILE", ""],
+        labels_gt_dataset=all_class_dataset(student_cfg, args.oracle_dataset, required=False),
         grounding_config=grounding_config, grounding_dir=grounding_dir, grounding_weights=grounding_weights,
         grounding_opts=[*common, *args.grounding_opts],
         teacher_config=teacher_config, student_config=student_config, output=output, teacher_dir=teacher_dir,
@@ -166,6 +192,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--grounding-opts", nargs="*", default=[], help="overrides for the grounding pretraining only")
     parser.add_argument("--teacher-opts", nargs="*", default=[], help="overrides for the teacher only")
     parser.add_argument("--student-opts", nargs="*", default=[], help="overrides for the student only")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="self-training rounds: round k's student labels the same weak-label dataset (the student's config, the "
+                             "labeling overrides of --teacher-opts) and round k+1's student trains on those labels (OUTPUT/round<k>/)")
+    parser.add_argument("--round-init", choices=("teacher", "student"), default="teacher",
+                        help="where a later round's student starts: the teacher's weights (default) or the round before's student")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also train the student's config on ground truth of every class (OUTPUT/oracle): the ceiling the "
+                             "pseudo labels are measured against")
+    parser.add_argument("--oracle-dataset", help="the training images annotated with every class, for --oracle and for scoring "
+                                                 "pseudo labels (default: the *_train_all counterpart of DATASETS.TRAIN's *_train_base)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print each stage's command (config, overrides, output) and exit; nothing is run, prepared or submitted")
     parser.add_argument("--status", action="store_true",
@@ -174,6 +210,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.config_dir and not args.status:
         parser.error("--config-dir is required")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     for key in ("opts", "grounding_opts", "teacher_opts", "student_opts"):  # the stages run as other processes
         setattr(args, key, absolute_dataset_file_opts(getattr(args, key)))
     return finish_slurm_arguments(args)
@@ -185,24 +223,105 @@ def main(argv=None) -> int:
     return run_pipeline(parse_args(argv))
 
 
-def stage_commands(p: argparse.Namespace, args) -> List[Tuple[str, List[str], str]]:
-    """(stage, command line, the file whose existence means the stage is done) of every training
-    stage, in order."""
-    train_net = os.path.join(REPO, "tools", "train_net.py")
-    gpus = ["--num-gpus", str(args.num_gpus)]
+@dataclass
+class Stage:
+    """One stage of the pipeline: a training run ("train") or a pseudo-labeling pass ("label")."""
+
+    name: str
+    kind: str
+    config_file: str
+    opts: List[str]  # config overrides; a training's end with its OUTPUT_DIR, a labeling's hold MODEL.WEIGHTS
+    output: str
+    done: str  # the file whose existence means the stage is done
+    dataset: Optional[str] = None  # the dataset a labeling pass labels
+    after: Optional[str] = None  # the stage it waits for (default: the one before it)
+
+    def command(self, num_gpus: int, num_shards: int) -> List[str]:
+        if self.kind == "label":
+            return [os.path.join(REPO, "tools", "generate_pseudo_labels.py"), "--config-file", self.config_file, "--dataset", self.dataset,
+                    "--output", self.output, "--num-shards", str(num_shards), *self.opts]
+        return [os.path.join(REPO, "tools", "train_net.py"), "--config-file", self.config_file, "--resume", "--num-gpus", str(num_gpus),
+                *self.opts]
+
+
+def pipeline_stages(p: argparse.Namespace) -> List[Stage]:
+    """Every stage, in order: [grounding,] teacher, its pseudo labels, the student, each later
+    round's pseudo labels (by the round before's student) and student, [the oracle]."""
     stages = []
     if p.grounding_config:
-        stages.append(("grounding", [train_net, "--config-file", p.grounding_config, "--resume", *gpus, *p.grounding_opts,
-                                     "OUTPUT_DIR", p.grounding_dir], p.grounding_weights))
-    stages.append(("teacher", [train_net, "--config-file", p.teacher_config, "--resume", *gpus, *p.teacher_train_opts,
-                               "OUTPUT_DIR", p.teacher_dir], p.teacher_weights))
-    stages.append(("pseudo labels", [os.path.join(REPO, "tools", "generate_pseudo_labels.py"), "--config-file", p.teacher_config,
-                                     "--dataset", labeled_dataset(p.teacher_cfg), "--output", p.labels_dir,
-                                     "--num-shards", str(args.num_shards), *p.teacher_opts, "MODEL.WEIGHTS", p.teacher_weights],
-                   p.pseudo_labels))
-    stages.append(("student", [train_net, "--config-file", p.student_config, "--resume", *gpus, *p.student_common,
-                               "OUTPUT_DIR", p.student_dir], os.path.join(p.student_dir, "model_final.pth")))
+        stages.append(Stage("grounding", "train", p.grounding_config, [*p.grounding_opts, "OUTPUT_DIR", p.grounding_dir],
+                            p.grounding_dir, p.grounding_weights))
+    stages.append(Stage("teacher", "train", p.teacher_config, [*p.teacher_train_opts, "OUTPUT_DIR", p.teacher_dir], p.teacher_dir,
+                        p.teacher_weights))
+    labeled = labeled_dataset(p.teacher_cfg)
+    stages.append(Stage("pseudo labels", "label", p.teacher_config, [*p.teacher_opts, "MODEL.WEIGHTS", p.teacher_weights],
+                        p.labels_dir, p.pseudo_labels, dataset=labeled))
+    stages.append(Stage("student", "train", p.student_config, [*p.student_common, "OUTPUT_DIR", p.student_dir], p.student_dir,
+                        os.path.join(p.student_dir, "model_final.pth")))
+    for r in p.rounds:
+        stages.append(Stage(f"pseudo labels round {r.number}", "label", p.student_config, r.label_opts, r.labels_dir, r.pseudo_labels,
+                            dataset=labeled))
+        stages.append(Stage(f"student round {r.number}", "train", p.student_config, [*r.student_common, "OUTPUT_DIR", r.student_dir],
+                            r.student_dir, os.path.join(r.student_dir, "model_final.pth")))
+    if p.oracle_dataset:
+        stages.append(Stage("oracle", "train", p.student_config, [*p.oracle_opts, "OUTPUT_DIR", p.oracle_dir], p.oracle_dir,
+                            os.path.join(p.oracle_dir, "model_final.pth"), after="teacher"))
     return stages
+
+
+def later_rounds(output: str, rounds: int, round_init: str, student_opts: List[str], teacher_opts: List[str], teacher_weights: str,
+                 first_student_weights: str) -> List[argparse.Namespace]:
+    """Rounds 2..``rounds``: round k's pseudo labels come from round k-1's student (the student's
+    config, with the labeling overrides given for the teacher), on the same weak-label dataset, and
+    round k's student trains on them from the teacher's weights or round k-1's student's
+    (``round_init``). Each round writes OUTPUT/round<k>/pseudo_labels and OUTPUT/round<k>/student."""
+    labeling = pseudo_label_overrides(teacher_opts)
+    result, previous = [], first_student_weights
+    for number in range(2, rounds + 1):
+        folder = os.path.join(output, f"round{number}")
+        labels_dir, student_dir = os.path.join(folder, "pseudo_labels"), os.path.join(folder, "student")
+        pseudo_labels = os.path.join(labels_dir, "pseudo_labels.json")
+        start = teacher_weights if round_init == "teacher" else previous
+        result.append(argparse.Namespace(
+            number=number, labels_dir=labels_dir, pseudo_labels=pseudo_labels, student_dir=student_dir,
+            label_opts=[*student_opts, *labeling, "MODEL.WEIGHTS", previous],
+            student_common=[*student_opts, "MODEL.WEIGHTS", start, "XPM.PSEUDO_LABELS_FILE", pseudo_labels],
+        ))
+        previous = os.path.join(student_dir, "model_final.pth")
+    return result
+
+
+def pseudo_label_overrides(opts: List[str]) -> List[str]:
+    """The XPM.PSEUDO_LABELS.* pairs of a KEY VALUE list (how every round labels)."""
+    pairs = zip(opts[0::2], opts[1::2])
+    return [item for key, value in pairs if key.startswith("XPM.PSEUDO_LABELS.") for item in (key, value)]
+
+
+def all_class_dataset(cfg, given: Optional[str], required: bool = True) -> Optional[str]:
+    """The training images annotated with every class (the oracle's data, and what pseudo labels
+    are scored against): ``given``, else the ``*_train_all`` counterpart of a ``*_train_base``
+    dataset in DATASETS.TRAIN (shapes, coco_ovis). None when there is none and not ``required``."""
+    from detectron2.data import DatasetCatalog
+
+    import xpseudo.data.builtin  # noqa: F401  registers the builtin datasets
+
+    registered = set(DatasetCatalog.list())
+    if given:
+        if given not in registered:
+            raise SystemExit(f"error: --oracle-dataset {given}: no dataset of that name is registered (builtin or XPM.DATASET_FILES)")
+        return given
+    for name in cfg.DATASETS.TRAIN:
+        if name.endswith("_train_base") and name[: -len("base")] + "all" in registered:
+            return name[: -len("base")] + "all"
+    if required:
+        raise SystemExit(f"error: --oracle needs the training images annotated with every class; DATASETS.TRAIN {tuple(cfg.DATASETS.TRAIN)} "
+                         "has no *_train_all counterpart, so give it with --oracle-dataset NAME")
+    return None
+
+
+def stage_commands(p: argparse.Namespace, args) -> List[Tuple[str, List[str], str]]:
+    """(stage, command line, the file whose existence means the stage is done) of every stage, in order."""
+    return [(s.name, s.command(args.num_gpus, args.num_shards), s.done) for s in pipeline_stages(p)]
 
 
 def print_plan(p: argparse.Namespace, args) -> int:
@@ -217,42 +336,63 @@ def print_plan(p: argparse.Namespace, args) -> int:
 
 
 def run_pipeline(args) -> int:
-    from xpseudo.config import load_config
-
     p = plan(args, prepare_data=not args.dry_run)
     if args.dry_run:
         return print_plan(p, args)
-    teacher_cfg_file, student_cfg_file, output = p.teacher_config, p.student_config, p.output
-    teacher_dir, labels_dir, student_dir = p.teacher_dir, p.labels_dir, p.student_dir
-    teacher_opts, teacher_cfg = p.teacher_opts, p.teacher_cfg
-    train_net = os.path.join(REPO, "tools", "train_net.py")
-    gpus = ["--num-gpus", str(args.num_gpus)]
-
-    for stage, command, done in stage_commands(p, args):
-        if not os.path.exists(done):
-            run(stage, command)
-    teacher_weights, pseudo_labels = p.teacher_weights, p.pseudo_labels
-    student_weights = os.path.join(student_dir, "model_final.pth")
-    student_common = p.student_common
-
-    student_cfg = load_config(student_cfg_file, student_common)
-    summary = {"config_dir": args.config_dir, "teacher_config": teacher_cfg_file, "student_config": student_cfg_file,
-               "pseudo_labels": pseudo_labels, "results": {}}
-    for role, cfg_file, cfg, directory, weights, opts in (
-        ("teacher", teacher_cfg_file, teacher_cfg, teacher_dir, teacher_weights, teacher_opts),
-        ("student", student_cfg_file, student_cfg, student_dir, student_weights, student_common),
-    ):
-        tests = list(cfg.DATASETS.TEST)
-        missing = [t for t in tests if t not in results_of(directory, tests)]
-        if missing:  # training evaluates at its end; this covers a run stopped after saving
-            run(f"evaluate {role}", [train_net, "--config-file", cfg_file, "--eval-only", *gpus, *opts, "MODEL.WEIGHTS", weights,
-                                     "OUTPUT_DIR", directory, "DATASETS.TEST", str(tuple(missing))])
-        for dataset, result in results_of(directory, tests).items():
-            summary["results"].setdefault(dataset, {})[role] = result
-    with open(os.path.join(labels_dir, "provenance.json")) as f:
-        summary["pseudo_label_counts"] = json.load(f)["counts"]
-    atomic_write_json(os.path.join(output, "summary.json"), summary, indent=2)
+    for stage in pipeline_stages(p):
+        if not os.path.exists(stage.done):
+            run(stage.name, stage.command(args.num_gpus, args.num_shards))
+    summary = summarise(p, args)
     print("\n" + summary_table(summary))
-    print(f"\nwrote {os.path.join(output, 'summary.json')}")
+    print(f"\nwrote {os.path.join(p.output, 'summary.json')}")
     return 0
 
+
+def evaluated_models(p: argparse.Namespace) -> List[Tuple[str, str, List[str], str]]:
+    """(name in the summary, config, overrides, output folder) of every trained model evaluated."""
+    models = [("teacher", p.teacher_config, p.teacher_opts, p.teacher_dir), ("student", p.student_config, p.student_common, p.student_dir)]
+    models += [(f"student round {r.number}", p.student_config, r.student_common, r.student_dir) for r in p.rounds]
+    if p.oracle_dataset:
+        models.append(("oracle", p.student_config, p.oracle_opts, p.oracle_dir))
+    return models
+
+
+def summarise(p: argparse.Namespace, args) -> dict:
+    """Every model evaluated on its DATASETS.TEST (evaluations a stopped run missed are run now),
+    each round's pseudo labels scored against the all-class annotations of the labeled images;
+    written to OUTPUT/summary.json."""
+    from xpseudo.config import load_config
+
+    train_net = os.path.join(REPO, "tools", "train_net.py")
+    summary = {"config_dir": args.config_dir, "teacher_config": p.teacher_config, "student_config": p.student_config,
+               "pseudo_labels": p.pseudo_labels, "rounds": args.rounds, "round_init": args.round_init, "results": {}}
+    for role, cfg_file, opts, directory in evaluated_models(p):
+        weights = os.path.join(directory, "model_final.pth")
+        tests = list(load_config(cfg_file, opts).DATASETS.TEST)
+        missing = [t for t in tests if t not in results_of(directory, tests)]
+        if missing:  # training evaluates at its end; this covers a run stopped after saving
+            run(f"evaluate {role}", [train_net, "--config-file", cfg_file, "--eval-only", "--num-gpus", str(args.num_gpus), *opts,
+                                     "MODEL.WEIGHTS", weights, "OUTPUT_DIR", directory, "DATASETS.TEST", str(tuple(missing))])
+        for dataset, result in results_of(directory, tests).items():
+            summary["results"].setdefault(dataset, {})[role] = result
+    with open(os.path.join(p.labels_dir, "provenance.json")) as f:
+        summary["pseudo_label_counts"] = json.load(f)["counts"]
+    label_files = [("round 1", p.pseudo_labels)] + [(f"round {r.number}", r.pseudo_labels) for r in p.rounds]
+    if p.labels_gt_dataset:
+        summary["pseudo_label_quality"] = {"ground_truth": p.labels_gt_dataset, **{
+            name: pseudo_label_quality_against(path, p.labels_gt_dataset) for name, path in label_files}}
+    atomic_write_json(os.path.join(p.output, "summary.json"), summary, indent=2)
+    return summary
+
+
+def pseudo_label_quality_against(labels: str, dataset: str) -> dict:
+    """segm and bbox AP / AP50 / AP75 (all, base, novel) of a pseudo-label file against a
+    registered dataset's annotations, on the images the file labels."""
+    from detectron2.data import MetadataCatalog
+
+    from xpseudo.data.split import OvisSplit
+    from xpseudo.evaluation.split_evaluation import evaluate_labels_on_their_images
+
+    metadata = MetadataCatalog.get(dataset)
+    split = OvisSplit(list(metadata.base_classes), list(metadata.novel_classes))
+    return {task: evaluate_labels_on_their_images(labels, metadata.json_file, split, task) for task in ("segm", "bbox")}

@@ -243,6 +243,19 @@ def evaluate_by_split(
     return results
 
 
+def evaluate_labels_on_their_images(labels_path: str, gt_path: str, split: OvisSplit, iou_type: str = "segm") -> Dict[str, float]:
+    """AP / AP50 / AP75 (all, base, novel) of a pseudo-label file (COCO instances with scores)
+    against ground truth, on the images the file lists (matched by file name): how right the labels
+    are where they were made, not a recall over the ground truth's other images."""
+    coco_gt = load_coco_gt(gt_path)
+    detections = load_detections(labels_path, coco_gt, iou_type, gt_name=gt_path)
+    labeled = load_json(labels_path, "pseudo-label file").get("images") or []
+    gt_by_name = {im.get("file_name"): im["id"] for im in coco_gt.dataset["images"]}
+    img_ids = sorted({gt_by_name[im["file_name"]] for im in labeled if im.get("file_name") in gt_by_name})
+    results = evaluate_by_split(coco_gt, detections, split, iou_type, img_ids=img_ids or None)
+    return {k: v for k, v in results.items() if not k.startswith("AP-")}
+
+
 def format_split_table(results: Dict[str, float], iou_type: str) -> str:
     rows = [f"{iou_type:>6} | {'AP':>6} {'AP50':>6} {'AP75':>6}"]
     for which, suffix in (("all", ""), ("base", "_base"), ("novel", "_novel")):

@@ -3,7 +3,6 @@ import argparse
 import os
 
 from xpseudo.data.dataset_files import absolute_dataset_file_opts
-from xpseudo.pseudo.cli import labeled_dataset
 
 from .jobs import PipelineSummaryJob, submit_pseudo_labels, submit_training
 from .options import build_executor, print_submitted, slurm_fields
@@ -11,43 +10,39 @@ from .status import record_jobs
 
 
 def submit_pipeline(args, argv):
-    """Submit grounding (where the family has it) -> teacher -> shards -> merge -> student ->
-    summary; stages whose output exists are
-    skipped. ``argv``: the pipeline's own command line without --slurm (the summary job reruns it).
-    The job ids go to OUTPUT/slurm_jobs.json, which ``run_pipeline.py --status`` reads."""
-    from xpseudo.pipeline import plan
+    """Submit every stage of ``xpseudo.pipeline.pipeline_stages`` whose output is missing, each
+    waiting for the stage it follows (grounding -> teacher -> shards -> merge -> student -> each
+    later round's shards, merge and student; the oracle after the teacher), then the summary after
+    all of them. ``argv``: the pipeline's own command line without --slurm (the summary job reruns
+    it). The job ids go to OUTPUT/slurm_jobs.json, which ``run_pipeline.py --status`` reads."""
+    from xpseudo.pipeline import pipeline_stages, plan
 
     slurm = slurm_fields(args)
     slurm["job_dir"] = os.path.abspath(args.job_dir or os.path.join(args.output, "slurm_jobs"))
     p = plan(args)
-    teacher_cfg_file, student_cfg_file, teacher_cfg = p.teacher_config, p.student_config, p.teacher_cfg
-    teacher_dir, labels_dir, student_dir = p.teacher_dir, p.labels_dir, p.student_dir
-    teacher_opts = p.teacher_opts
-    teacher_weights, pseudo_labels = p.teacher_weights, p.pseudo_labels
-
-    def training(config_file, opts):
-        return argparse.Namespace(**slurm, config_file=config_file, resume=True, eval_only=False, num_gpus=args.num_gpus,
-                                  num_machines=1, machine_rank=0, dist_url="auto", opts=list(opts))
-
-    previous, jobs = [], {}
-    if p.grounding_config and not os.path.exists(p.grounding_weights):
-        previous = [submit_training(training(p.grounding_config, [*p.grounding_opts, "OUTPUT_DIR", p.grounding_dir]), name="xpm-grounding")]
-        jobs["grounding"] = previous
-    if not os.path.exists(teacher_weights):
-        previous = [submit_training(training(teacher_cfg_file, [*p.teacher_train_opts, "OUTPUT_DIR", teacher_dir]), dependency=previous, name="xpm-teacher")]
-        jobs["teacher"] = previous
-    if not os.path.exists(pseudo_labels):
-        labeling = argparse.Namespace(**slurm, config_file=teacher_cfg_file, dataset=labeled_dataset(teacher_cfg),
-                                      output=labels_dir, num_shards=args.num_shards, shard_index=None, merge=False,
-                                      opts=[*teacher_opts, "MODEL.WEIGHTS", teacher_weights])
-        shards, merge = submit_pseudo_labels(labeling, dependency=previous, require_weights=False)
-        jobs["pseudo-label shards"], jobs["merge"] = shards, [merge]
-        previous = [merge]
-    if not os.path.exists(os.path.join(student_dir, "model_final.pth")):
-        student = [*p.student_common, "OUTPUT_DIR", student_dir]
-        previous = [submit_training(training(student_cfg_file, student), dependency=previous, name="xpm-student")]
-        jobs["student"] = previous
-    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=previous, nodes=1)  # evaluation runs on one node
+    jobs, last_of, previous = {}, {}, []
+    for stage in pipeline_stages(p):
+        waits_for = last_of.get(stage.after, []) if stage.after else previous
+        if os.path.exists(stage.done):
+            submitted = []
+        elif stage.kind == "label":
+            labeling = argparse.Namespace(**slurm, config_file=stage.config_file, dataset=stage.dataset, output=stage.output,
+                                          num_shards=args.num_shards, shard_index=None, merge=False, opts=list(stage.opts))
+            shards, merge = submit_pseudo_labels(labeling, dependency=waits_for, require_weights=False)
+            suffix = stage.name[len("pseudo labels"):]  # "" or " round k"
+            jobs[f"pseudo-label shards{suffix}"], jobs[f"merge{suffix}"] = shards, [merge]
+            submitted = [merge]
+        else:
+            training = argparse.Namespace(**slurm, config_file=stage.config_file, resume=True, eval_only=False, num_gpus=args.num_gpus,
+                                          num_machines=1, machine_rank=0, dist_url="auto", opts=list(stage.opts))
+            submitted = [submit_training(training, dependency=waits_for, name="xpm-" + stage.name.replace(" ", "-"))]
+            jobs[stage.name] = submitted
+        last_of[stage.name] = submitted
+        if not stage.after:
+            previous = submitted
+    # the summary waits for every stage still to finish
+    unfinished = [job for stage_jobs in jobs.values() for job in stage_jobs]
+    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=unfinished, nodes=1)  # evaluation runs on one node
     summary = executor.submit(PipelineSummaryJob(absolute_dataset_file_opts(argv)))
     print_submitted("evaluation and summary", [summary])
     jobs["summary"] = [summary]
