@@ -112,6 +112,45 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
             heads.weighting, heads.pseudo_weight = "none", 0.3
             self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1]), torch.tensor([1, 0.3, 0.3, 1, 0.3])))
 
+    def test_weights_from_the_students_own_view(self):
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS": 100}))
+        heads = model.roi_heads
+        # pseudo object 1 of image 0 on two proposals (agreement 0.2 and 0.6), pseudo object 0 of image 1 (0.9)
+        p0 = Instances((10, 10), gt_classes=torch.tensor([2, 6, 6, 8]), gt_pseudo=torch.tensor([False, True, True, True]),
+                       gt_object=torch.tensor([0, 1, 1, 1]), mask_agreement=torch.tensor([1.0, 0.2, 0.6, float("nan")]))
+        p1 = Instances((10, 10), gt_classes=torch.tensor([5]), gt_pseudo=torch.tensor([True]),
+                       gt_object=torch.tensor([0]), mask_agreement=torch.tensor([0.9]))
+        # class logits: the pseudo class gets probability 0.5, 0.25 and 0.8 on the three pseudo proposals
+        scores = torch.full((5, 9), -30.0)
+        for row, column, probability in ((1, 6, 0.5), (2, 6, 0.25), (4, 5, 0.8)):
+            scores[row, column] = np.log(probability)
+            scores[row, 8] = np.log(1 - probability)
+        scores[0, 2] = scores[3, 8] = 0.0
+        expected = {"agreement": [0.4, 0.4, 0.9], "class_probability": [0.375, 0.375, 0.8],
+                    # the product per proposal, then the object's mean: (0.2 * 0.5 + 0.6 * 0.25) / 2
+                    "agreement_probability": [0.125, 0.125, 0.72]}
+        with EventStorage() as storage:
+            for weighting, signal in expected.items():
+                heads.weighting = weighting
+                for iteration, blend in ((0, 0.0), (25, 0.25), (100, 1.0), (500, 1.0)):  # blended in from 1 over 100 iterations
+                    storage.iter = iteration
+                    pseudo = [1 - blend + blend * v for v in signal]
+                    self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1], scores), torch.tensor([1, pseudo[0], pseudo[1], 1, pseudo[2]])),
+                                    (weighting, iteration))
+
+    def test_a_training_step_with_each_new_weighting(self):
+        for weighting in ("agreement", "class_probability", "agreement_probability"):
+            torch.manual_seed(0)
+            model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHTING": weighting, "MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS": 0}))
+            model.train()
+            with EventStorage() as storage:
+                losses = model(self.batch())
+                self.assertTrue(all(torch.isfinite(v) for v in losses.values()), weighting)
+                sum(losses.values()).backward()
+                weight = storage.latest()["noise_aware/pseudo_box_weight"][0]
+            self.assertTrue(0 <= weight <= 1, (weighting, weight))  # a mean of IoUs / probabilities
+            self.assertGreater(model.roi_heads.box_predictor.projection.weight.grad.abs().sum().item(), 0)
+
     def test_plain_bce_ablation_and_frozen_backbone(self):
         model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.NOISE_AWARE": False,
                                                             "MODEL.XPM.STUDENT.FREEZE_BACKBONE": True, "MODEL.XPM.STUDENT.FREEZE_RPN": True}))

@@ -100,9 +100,13 @@ def add_xpseudo_config(cfg):
     cfg.MODEL.XPM.STUDENT.MASK_LOSS_MEANS = "all"
     # re-weighting of pseudo objects' classification and box losses by their mask uncertainty:
     # "object" (WEIGHT_SCALE / the object's mean sigma), "batch" (WEIGHT_SCALE / the batch's mean
-    # sigma; the authors' release, with WEIGHT_SCALE 0.01) or "none"
+    # sigma; the authors' release, with WEIGHT_SCALE 0.01), "agreement" (the IoU of the student's
+    # mask with the pseudo mask), "class_probability", "agreement_probability" or "none"
     cfg.MODEL.XPM.STUDENT.WEIGHTING = "object"
     cfg.MODEL.XPM.STUDENT.WEIGHT_SCALE = 0.5
+    # "agreement", "class_probability", "agreement_probability": the weight is the student's own
+    # view of each pseudo object (docs/DESIGN.md), blended in from 1 over these iterations
+    cfg.MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS = 200
     # extra factor on every pseudo object's classification and box losses
     cfg.MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT = 1.0
     # the authors freeze the backbone and the RPN in this stage

@@ -16,6 +16,9 @@ import torch
 import torch.nn.functional as F
 
 WEIGHTINGS = ("object", "batch")
+# weights from the student's own view of each pseudo object rather than from sigma: how well its
+# mask agrees with the pseudo mask, the probability it gives the pseudo class, or their product
+SIGNAL_WEIGHTINGS = ("agreement", "class_probability", "agreement_probability")
 
 
 def sigma_from_log_variance(log_variance: torch.Tensor) -> torch.Tensor:
@@ -68,3 +71,31 @@ def pseudo_loss_weights(
     sums = mean_sigma.new_zeros(len(ids)).index_add_(0, inverse, mean_sigma)
     counts = mean_sigma.new_zeros(len(ids)).index_add_(0, inverse, torch.ones_like(mean_sigma))
     return scale / (sums / counts)[inverse]
+
+
+def mask_agreement(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU of the predicted mask (logit > 0) and the target mask, per instance, for N x H x W
+    inputs (both cropped to the same box); 1 where both are empty. Detached."""
+    predicted = logits.detach() > 0
+    targets = targets.bool()
+    intersection = (predicted & targets).flatten(1).sum(1).to(logits.dtype)
+    union = (predicted | targets).flatten(1).sum(1).to(logits.dtype)
+    return torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+
+
+def signal_loss_weights(signal: torch.Tensor, objects: Optional[torch.Tensor] = None, warmup: float = 1.0) -> torch.Tensor:
+    """Weights for N pseudo instances from a per-instance signal in [0, 1] (``mask_agreement``, a
+    class probability, or their product): the mean signal over each object's instances
+    (``objects``: their object ids; None: every instance its own), blended with 1 by ``warmup`` in
+    [0, 1] -- ``1 - warmup + warmup * signal`` -- so the first iterations, when the student's view
+    is still the teacher's, do not weight everything down. Detached."""
+    signal = signal.detach()
+    if signal.numel() == 0:
+        return signal.new_zeros(0)
+    if objects is not None:
+        ids, inverse = torch.unique(objects, return_inverse=True)
+        sums = signal.new_zeros(len(ids)).index_add_(0, inverse, signal)
+        counts = signal.new_zeros(len(ids)).index_add_(0, inverse, torch.ones_like(signal))
+        signal = (sums / counts)[inverse]
+    warmup = min(max(float(warmup), 0.0), 1.0)
+    return 1.0 - warmup + warmup * signal

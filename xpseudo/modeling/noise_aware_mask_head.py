@@ -12,7 +12,7 @@ from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from xpseudo.losses.noise_aware import noise_aware_mask_loss, sigma_from_log_variance
+from xpseudo.losses.noise_aware import mask_agreement, noise_aware_mask_loss, sigma_from_log_variance
 from xpseudo.losses.prototype_contrast import PrototypeBank, prototype_contrast_loss, sample_anchor_pixels
 from xpseudo.losses.pseudo_mask import MASK_LOSSES, confidence_guided_mask_loss, response_scaling_mask_loss
 
@@ -34,7 +34,8 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
     (``xpseudo.losses.noise_aware``), "bce", "confidence_guided" (pixels in the pseudo label's
     ``gt_uncertain`` band are ignored) or "response_scaling". Each instance's mean sigma is stored
     as ``mask_sigma`` on its proposal for the re-weighting of the box losses (without the
-    noise-aware loss sigma is never trained: the same for every instance).
+    noise-aware loss sigma is never trained: the same for every instance), and the IoU of its
+    predicted mask with its target as ``mask_agreement``.
 
     With ``prototype_weight`` > 0 the mask features (after the deconvolution) are also contrasted
     with one prototype per training class and one for background (``loss_prototype``;
@@ -173,9 +174,11 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
             pseudo_loss = self._pseudo_mask_loss(logits[pseudo], log_variance[pseudo], masks[pseudo], targets.uncertain[pseudo], targets.banded[pseudo])
             per_instance = per_instance.masked_scatter(pseudo, pseudo_loss)
         sigma = sigma_from_log_variance(log_variance.detach()).flatten(1).mean(1)
+        agreement = mask_agreement(logits, masks)
         start = 0
-        for image in instances:  # each proposal's mean sigma, for the box-loss weights
+        for image in instances:  # each proposal's mean sigma and mask agreement, for the box-loss weights
             image.mask_sigma = sigma[start : start + len(image)]
+            image.mask_agreement = agreement[start : start + len(image)]
             start += len(image)
         storage = get_event_storage()
         if pseudo.any():

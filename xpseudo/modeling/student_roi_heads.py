@@ -1,5 +1,5 @@
 """ROI heads of the XPM student: pseudo objects' class and box losses weighted by mask uncertainty."""
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.config import configurable
@@ -9,11 +9,11 @@ from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import smooth_l1_loss
 
-from xpseudo.losses.noise_aware import WEIGHTINGS, pseudo_loss_weights
+from xpseudo.losses.noise_aware import SIGNAL_WEIGHTINGS, WEIGHTINGS, pseudo_loss_weights, signal_loss_weights
 
 from .roi_heads import OpenVocabROIHeads
 
-WEIGHTING_CHOICES = WEIGHTINGS + ("none",)
+WEIGHTING_CHOICES = WEIGHTINGS + SIGNAL_WEIGHTINGS + ("none",)
 
 
 @ROI_HEADS_REGISTRY.register()
@@ -21,12 +21,17 @@ class StudentROIHeads(OpenVocabROIHeads):
     """OpenVocabROIHeads for training on ground truth plus pseudo labels (``gt_pseudo`` on the
     targets). The mask head runs first, so each foreground proposal of a pseudo object has its
     predicted mean sigma (``mask_sigma``, from ``NoiseAwareMaskHead``) before the box losses: a
-    pseudo proposal's classification and box losses are multiplied by
-    ``pseudo_weight * w(sigma)`` (``xpseudo.losses.pseudo_loss_weights``; "none": w = 1).
+    pseudo proposal's classification and box losses are multiplied by ``pseudo_weight * w``:
+    "object" / "batch", w from sigma (``xpseudo.losses.pseudo_loss_weights``); "agreement", the
+    IoU of the student's mask with the pseudo mask on the object's proposals; "class_probability",
+    the student's (detached) probability of the pseudo class there; "agreement_probability", their
+    product -- these three blended with 1 over the first ``weight_warmup_iters`` iterations
+    (``xpseudo.losses.signal_loss_weights``); "none": w = 1.
     Ground-truth and background proposals keep weight 1. Inference is OpenVocabROIHeads'."""
 
     @configurable
-    def __init__(self, *, weighting: str = "object", weight_scale: float = 1.0, pseudo_weight: float = 1.0, **kwargs):
+    def __init__(self, *, weighting: str = "object", weight_scale: float = 1.0, pseudo_weight: float = 1.0, weight_warmup_iters: int = 0,
+                 **kwargs):
         super().__init__(**kwargs)
         if weighting not in WEIGHTING_CHOICES:
             raise ValueError(f"MODEL.XPM.STUDENT.WEIGHTING must be one of {WEIGHTING_CHOICES}, got {weighting!r}")
@@ -34,12 +39,16 @@ class StudentROIHeads(OpenVocabROIHeads):
         if predictor.box_reg_loss_type != "smooth_l1" or predictor.use_sigmoid_ce or predictor.use_fed_loss:
             raise ValueError("the student's weighted box losses support softmax classification and smooth_l1 box regression only")
         self.weighting, self.weight_scale, self.pseudo_weight = weighting, weight_scale, pseudo_weight
+        if weight_warmup_iters < 0:
+            raise ValueError(f"MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS must be >= 0, got {weight_warmup_iters}")
+        self.weight_warmup_iters = weight_warmup_iters
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         student = cfg.MODEL.XPM.STUDENT
-        ret.update(weighting=student.WEIGHTING, weight_scale=student.WEIGHT_SCALE, pseudo_weight=student.PSEUDO_LOSS_WEIGHT)
+        ret.update(weighting=student.WEIGHTING, weight_scale=student.WEIGHT_SCALE, pseudo_weight=student.PSEUDO_LOSS_WEIGHT,
+                   weight_warmup_iters=student.WEIGHT_WARMUP_ITERS)
         return ret
 
     def forward(self, images, features, proposals, targets=None):
@@ -63,14 +72,16 @@ class StudentROIHeads(OpenVocabROIHeads):
         pooled = self.mask_pooler([features[f] for f in self.mask_in_features], [x.proposal_boxes for x in instances])
         losses = self.mask_head(pooled, instances)
         for p, f, x in zip(proposals, foreground, instances):
-            sigma = torch.full((len(p),), float("nan"), device=p.gt_classes.device)
-            if x.has("mask_sigma"):
-                sigma[f] = x.mask_sigma
-            p.mask_sigma = sigma
+            for name in ("mask_sigma", "mask_agreement"):
+                values = torch.full((len(p),), float("nan"), device=p.gt_classes.device)
+                if x.has(name):
+                    values[f] = x.get(name)
+                p.set(name, values)
         return losses
 
-    def proposal_weights(self, proposals: List[Instances]) -> torch.Tensor:
-        """One loss weight per sampled proposal (see the class docstring)."""
+    def proposal_weights(self, proposals: List[Instances], scores: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One loss weight per sampled proposal (see the class docstring); ``scores``: the box
+        predictor's class logits of the proposals (for "class_probability")."""
         weights = torch.ones(sum(len(p) for p in proposals), device=self.box_predictor.projection.weight.device)
         if not proposals:
             return weights
@@ -85,8 +96,19 @@ class StudentROIHeads(OpenVocabROIHeads):
             ids = [_field(p, "gt_object", torch.long) for p in proposals]
             stride = max(int(x.max()) + 1 if len(x) else 1 for x in ids)
             objects = cat([x + i * stride for i, x in enumerate(ids)])
-            sigma = cat([p.mask_sigma for p in proposals])
-            weights[pseudo] = self.pseudo_weight * pseudo_loss_weights(sigma[pseudo], objects[pseudo], self.weighting, self.weight_scale)
+            if self.weighting in WEIGHTINGS:
+                sigma = cat([p.mask_sigma for p in proposals])
+                weights[pseudo] = self.pseudo_weight * pseudo_loss_weights(sigma[pseudo], objects[pseudo], self.weighting, self.weight_scale)
+            else:
+                signal = torch.ones_like(weights[pseudo])
+                if self.weighting in ("agreement", "agreement_probability"):
+                    signal = signal * cat([p.mask_agreement for p in proposals])[pseudo]
+                if self.weighting in ("class_probability", "agreement_probability"):
+                    probabilities = torch.softmax(scores.detach()[pseudo], dim=1)
+                    signal = signal * probabilities.gather(1, gt_classes[pseudo, None])[:, 0]
+                iteration = get_event_storage().iter
+                warmup = 1.0 if self.weight_warmup_iters == 0 else min(iteration / self.weight_warmup_iters, 1.0)
+                weights[pseudo] = self.pseudo_weight * signal_loss_weights(signal, objects[pseudo], warmup)
         get_event_storage().put_scalar("noise_aware/pseudo_box_weight", weights[pseudo].mean().item())
         return weights
 
@@ -94,7 +116,7 @@ class StudentROIHeads(OpenVocabROIHeads):
         pooled = self.box_pooler([features[f] for f in self.box_in_features], [x.proposal_boxes for x in proposals])
         scores, deltas = self.box_predictor(self.box_head(pooled))
         del pooled
-        weights = self.proposal_weights(proposals)
+        weights = self.proposal_weights(proposals, scores)
         gt_classes = cat([p.gt_classes for p in proposals])
         num = max(gt_classes.numel(), 1)  # detectron2 normalises both losses by all sampled proposals
         loss_cls = self.box_predictor.classification_loss(scores, gt_classes, weights)
