@@ -82,6 +82,8 @@ def weak_labels(kind):
         return {"images": [dict(image, pos_category_ids=[1, 2])]}
     if kind == "boxes":
         return {"images": [image], "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [1, 1, 3, 3]}]}
+    if kind == "scribbles":
+        return {"images": [image], "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "scribble": [[1.5, 2.5], [3.0, 4.0], [6.5, 6.5]]}]}
     return {"images": [image], "annotations": [{"id": 1, "image_id": 1, "category_id": 2, "point_coords": [[2, 2], [6, 6]],
                                                 "point_labels": [1, 0]}]}
 
@@ -95,7 +97,7 @@ class TestFuzzCheckers(CheckerFuzz):
         self.check(document, mutation, load_coco_captions)
 
     @CASES
-    @given(MUTATIONS, st.sampled_from(["tags", "boxes", "points"]))
+    @given(MUTATIONS, st.sampled_from(["tags", "boxes", "points", "scribbles"]))
     def test_weak_labels(self, mutation, kind):
         def run(path):
             data = check_weak_label_file(path, kind, [1, 2])

@@ -368,6 +368,55 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertTrue(torch.equal(out.pred_boxes.tensor, boxes[expected].clamp(0, 96)))
         self.assertEqual(out.pred_classes.tolist(), [labels.classes[n] for n in found])
 
+    def test_a_scribble_picks_the_proposal_whose_mask_covers_it(self):
+        from xpseudo.pseudo.selection import scribble_points
+
+        labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_scribbles")
+        labeler.refine_boxes = False  # compare with the raw proposals
+        record = next(r for r in DatasetCatalog.get("shapes_train_scribbles") if len(r["annotations"]) >= 2)
+        labels = labeler.image_labels(record, "scribbles")
+        self.assertEqual(labels.scribbles, [a["scribble"] for a in record["annotations"]])
+        inputs = [{"image": self.random_image(3), "height": 96, "width": 96, "word_classes": labels.classes,
+                   "weak_scribbles": [torch.tensor(s) for s in labels.scribbles]}]
+        boxes, embeddings = self.proposals_and_embeddings(labeler, inputs)
+        model = labeler.model
+        with torch.no_grad():  # every proposal's mask probabilities on its box's grid
+            features = model.backbone(model.preprocess_image(inputs).tensor)
+            pooled = model.roi_heads.mask_pooler([features[f] for f in model.roi_heads.mask_in_features], [Boxes(boxes)])
+            probabilities = torch.sigmoid(model.roi_heads.mask_head.layers(pooled)[:, 0])
+        # an untrained teacher's masks hover around one value: threshold at their median, so some cover a scribble
+        threshold = labeler.mask_threshold = float(probabilities.median())
+        out = labeler(inputs)[0]
+        side = probabilities.shape[-1]
+
+        def read(r, x, y):  # the M x M grid over box r read bilinearly at image point (x, y), zero outside the grid
+            px = float((x - boxes[r, 0]) / (boxes[r, 2] - boxes[r, 0]) * side - 0.5)
+            py = float((y - boxes[r, 1]) / (boxes[r, 3] - boxes[r, 1]) * side - 0.5)
+            x0, y0 = int(np.floor(px)), int(np.floor(py))
+            value = 0.0
+            for gx, wx in ((x0, 1 - (px - x0)), (x0 + 1, px - x0)):
+                for gy, wy in ((y0, 1 - (py - y0)), (y0 + 1, py - y0)):
+                    if 0 <= gx < side and 0 <= gy < side:
+                        value += wx * wy * float(probabilities[r, gy, gx])
+            return value
+
+        points = [scribble_points(torch.tensor(s)) for s in labels.scribbles]
+        expected, found = [], []
+        for n, c in enumerate(labels.classes):
+            def covered(r, pts):
+                return torch.tensor([float(boxes[r, 0] <= x <= boxes[r, 2] and boxes[r, 1] <= y <= boxes[r, 3] and read(r, x, y) > threshold)
+                                     for x, y in pts.tolist()])
+            others = torch.cat([p for m, p in enumerate(points) if m != n])
+            quality = [covered(r, points[n]).mean().item() - covered(r, others).mean().item() if covered(r, points[n]).any() else -1e9
+                       for r in range(len(boxes))]
+            if max(quality) == -1e9:
+                continue
+            found.append(n)
+            expected.append(quality.index(max(quality)))
+        self.assertTrue(found)
+        self.assertEqual(out.word_index.tolist(), found)
+        self.assertTrue(torch.equal(out.pred_boxes.tensor, boxes[expected].clamp(0, 96)))
+
     def test_two_in_a_caption_gives_two_regions_that_do_not_overlap(self):
         labeler = PseudoLabeler.from_config(self.cfg, self.labeler.model, "shapes_train_captions")
         labeler.counts, labeler.refine_boxes = True, False
@@ -430,8 +479,8 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         labeler.selection = type(labeler.selection)(min_score=float(out.scores.max()) + 1e-6)
         self.assertEqual(len(labeler(inputs)[0]), 0)
 
-    def test_tags_and_points_through_the_tool(self):
-        for kind in ("tags", "points"):
+    def test_tags_points_and_scribbles_through_the_tool(self):
+        for kind in ("tags", "points", "scribbles"):
             directory = os.path.join(self.tmp.name, kind)
             self.run_tool("--dataset", f"shapes_train_{kind}", "--output", directory)
             labels = self.load(directory)
@@ -495,6 +544,26 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         with self.assertRaisesRegex(InputError, "^" + path.replace(".", "\\.") + r": annotations\[2\] \(id \d+\): point \[96, 120\] lies outside the 96x96 image"):
             labeling_records("test_bad_points")
         DatasetCatalog.remove("test_bad_points")
+        with open(os.path.join(root, "annotations/scribbles_train.json")) as f:
+            good = json.load(f)
+        cases = {
+            "one vertex": (lambda d: d["annotations"][1].update(scribble=[[3.0, 4.0]]), r"annotations\[1\] \(id \d+\): scribble must be a polyline of two or more"),
+            "nan": (lambda d: d["annotations"][1].update(scribble=[[3.0, 4.0], [float("nan"), 2.0]]), r"annotations\[1\] \(id \d+\): scribble must be"),
+            "outside": (lambda d: d["annotations"][2].update(scribble=[[3.0, 4.0], [99.5, 5.0]]),
+                        r"annotations\[2\] \(id \d+\): scribble vertex \[99.5, 5.0\] lies outside the 96x96 image"),
+            "missing": (lambda d: d["annotations"][0].pop("scribble"), r"annotations\[0\] \(id \d+\) lacks \['scribble'\]"),
+        }
+        for name, (spoil, message) in cases.items():
+            data = json.loads(json.dumps(good))
+            spoil(data)
+            path = os.path.join(self.tmp.name, f"bad_scribbles_{name.replace(' ', '_')}.json")
+            with open(path, "w") as f:
+                json.dump(data, f)
+            register_ovis_dataset("test_bad_scribbles", image_root=os.path.join(root, "images/train"), instances_json=path,
+                                  split_file=os.path.join(root, "split.json"), weak_labels="scribbles", replace=True)
+            with self.assertRaisesRegex(InputError, "^" + path.replace(".", "\\.") + ": " + message, msg=name):
+                labeling_records("test_bad_scribbles")
+        DatasetCatalog.remove("test_bad_scribbles")
 
     def test_file_names_are_written_relative_to_the_image_folder(self):
         from xpseudo.pseudo.generate import image_entry

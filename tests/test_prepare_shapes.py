@@ -44,7 +44,7 @@ class TestPrepareShapes(unittest.TestCase):
         run_script("datasets/prepare_shapes.py", "--output", other, "--seed", "4", "--num-train", "60", "--num-val", "20", "--image-size", "96")
         files = tree_files(self.root)
         self.assertEqual(files, tree_files(again))
-        self.assertEqual(len(files), 60 + 20 + 9)
+        self.assertEqual(len(files), 60 + 20 + 10)
         match, mismatch, errors = filecmp.cmpfiles(self.root, again, files, shallow=False)
         self.assertEqual((mismatch, errors), ([], []))
         _, mismatch, _ = filecmp.cmpfiles(self.root, other, files, shallow=False)
@@ -94,6 +94,21 @@ class TestPrepareShapes(unittest.TestCase):
             self.assertEqual(point["point_labels"], [1])
             (x, y), = point["point_coords"]
             self.assertEqual(mask_util.decode(ann["segmentation"])[y, x], 1)
+
+    def test_one_short_stroke_inside_each_novel_object(self):
+        novel = [a for a in self.all["annotations"] if a["category_id"] in {c.id for c in self.vocabulary if c.name in self.split["novel"]}]
+        with open(os.path.join(self.root, "annotations", "scribbles_train.json")) as f:
+            scribbles = json.load(f)
+        self.assertEqual([(s["id"], s["image_id"], s["category_id"]) for s in scribbles["annotations"]],
+                         [(a["id"], a["image_id"], a["category_id"]) for a in novel])
+        for stroke, ann in zip(scribbles["annotations"], novel):
+            mask = mask_util.decode(ann["segmentation"])
+            vertices = np.array(stroke["scribble"])
+            self.assertEqual(vertices.shape, (3, 2))
+            for t in np.linspace(0, 1, 41):  # every point of the stroke lies on the object
+                x, y = vertices[0] + t * (vertices[2] - vertices[0])
+                self.assertEqual(mask[int(y), int(x)], 1, stroke)
+            self.assertLessEqual(np.linalg.norm(vertices[2] - vertices[0]), 0.7 * np.sqrt(mask.sum()) + 1e-6)  # short
 
     def test_masks_are_visible_parts_and_match_box_and_area(self):
         by_image = {}

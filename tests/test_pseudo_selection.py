@@ -216,3 +216,31 @@ class TestPointPicks(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestScribbleSelection(unittest.TestCase):
+    def test_most_of_the_stroke_least_of_the_others_then_confidence(self):
+        from xpseudo.pseudo.selection import select_scribble_regions
+
+        coverage = torch.tensor([[0.9, 0.0, 0.0], [0.9, 0.5, 0.0], [0.5, 0.0, 0.0], [0.6, 0.5, 0.0]])
+        leakage = torch.tensor([[0.0, 0.0, 0.0], [0.4, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+        confidences = torch.tensor([[0.2, 0.1, 0.5], [0.9, 0.3, 0.5], [0.95, 0.3, 0.5], [0.1, 0.8, 0.5]])
+        picked = select_scribble_regions(coverage, leakage, confidences)
+        # scribble 0: region 0 (0.9 - 0) beats region 1 (0.9 - 0.4) whatever their confidences;
+        # scribble 1: regions 1 and 3 tie at 0.5, region 3 is more confident; scribble 2: no mask touches it
+        self.assertEqual((picked.regions.tolist(), picked.words.tolist()), ([0, 3], [0, 1]))
+        self.assertTrue(torch.allclose(picked.confidences, torch.tensor([0.2, 0.8])))
+        strict = select_scribble_regions(coverage, leakage, confidences, config=SelectionConfig(min_score=0.5))
+        self.assertEqual(strict.words.tolist(), [1])
+
+    def test_points_along_the_stroke_and_the_masks_holding_them(self):
+        from xpseudo.pseudo.selection import mask_covers, scribble_points
+
+        points = scribble_points(torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 6.0]]))
+        self.assertEqual(len(points), 1 + 5 + 2)  # every pixel or closer: 5 steps on the first segment, 2 on the second
+        self.assertTrue(torch.allclose(points[[0, 5, 7]], torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 6.0]])))
+        left_half = torch.zeros(1, 4, 4)
+        left_half[0, :, :2] = 1
+        # box 10..18: x 11 reads the left half, x 17 the right one, (5, 5) is outside the box
+        inside = mask_covers(left_half, torch.tensor([[10.0, 10.0, 18.0, 18.0]]), torch.tensor([[11.0, 14.0], [17.0, 14.0], [5.0, 5.0]]))
+        self.assertEqual(inside.tolist(), [[True, False, False]])

@@ -101,8 +101,8 @@ class TestWeakLabelFile(unittest.TestCase):
             self.check(data, "points")
 
     def test_unknown_kind(self):
-        with self.assertRaisesRegex(ValueError, "unknown weak-label kind 'scribbles'"):
-            check_weak_label_file("x.json", "scribbles", [])
+        with self.assertRaisesRegex(ValueError, "unknown weak-label kind 'strokes'"):
+            check_weak_label_file("x.json", "strokes", [])
 
 
 class TestWeakLabelRecords(unittest.TestCase):

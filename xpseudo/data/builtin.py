@@ -49,7 +49,7 @@ _BUILTIN = {
         # the same train images with weak labels of novel objects instead of captions
         **{f"shapes_train_{kind}": dict(image_root="shapes/images/train", instances_json=f"shapes/annotations/{kind}_train.json",
                                         split_file="shapes_split.json", vocabulary_file="shapes_vocabulary.json", weak_labels=kind)
-           for kind in ("tags", "boxes", "points")},
+           for kind in ("tags", "boxes", "points", "scribbles")},
         **_family("coco_ovis", "coco/train2017", "coco/val2017", "coco/annotations/ovis", dict(
             train_base="instances_train2017_base.json", train_captions="captions_train2017.json",
             train_all="instances_train2017_all.json", val="instances_val2017.json",

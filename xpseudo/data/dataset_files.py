@@ -4,7 +4,7 @@ without writing Python. Every tool reads these files when it loads its config
 
     datasets:
       - name: mine_train_base          # any name not registered otherwise
-        kind: instances                # instances | captions | tags | boxes | points | images
+        kind: instances                # instances | captions | tags | boxes | points | scribbles | images
         image_root: images/train       # relative paths: against this file's folder
         json: annotations/instances_train_base.json
         split: split.json              # {"base": [names], "novel": [names]}
@@ -23,8 +23,8 @@ from typing import Dict, Iterable, List, Sequence
 
 from xpseudo.utils.io import InputError, load_json
 
-KINDS = ("instances", "captions", "tags", "boxes", "points", "images")
-WEAK_KINDS = ("tags", "boxes", "points")
+KINDS = ("instances", "captions", "tags", "boxes", "points", "scribbles", "images")
+WEAK_KINDS = ("tags", "boxes", "points", "scribbles")
 # field -> whether it is a path (resolved against the file's folder)
 FIELDS = {
     "name": False, "kind": False, "image_root": True, "json": True, "split": True, "vocabulary": True,

@@ -60,8 +60,9 @@ def register_ovis_dataset(
             instead of captions, all from ``instances_json`` (``xpseudo.data.weak_labels``):
             "tags" = class ids per image (``pos_category_ids``); "boxes" = boxes without masks,
             each turned into a mask by the teacher; "points" = one click per object
-            (``point_coords``, ``point_labels``), the object being the best proposal holding it.
-            None: captions (or a mask dataset).
+            (``point_coords``, ``point_labels``), the object being the best proposal holding it;
+            "scribbles" = one stroke per object (``scribble``, a polyline), the object being the
+            proposal whose mask covers most of it. None: captions (or a mask dataset).
         replace: re-register a name that is registered with other arguments (otherwise an error).
             Registering again with the same arguments is always harmless.
     """

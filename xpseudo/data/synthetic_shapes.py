@@ -174,6 +174,28 @@ def click_point(rng: np.random.Generator, mask: np.ndarray) -> List[int]:
     return [int(xs[k]), int(ys[k])]
 
 
+def draw_scribble(rng: np.random.Generator, mask: np.ndarray) -> List[List[float]]:
+    """A short stroke an annotator draws on an object: a straight polyline [start, middle, end]
+    through a random interior pixel (as ``click_point`` picks it) at a random angle, as long as it
+    stays inside the object, up to 0.35 x sqrt(area) each way; vertices at pixel centres. An object
+    too thin for a stroke gets one half a pixel long inside its interior pixel."""
+    x, y = click_point(rng, mask)
+    angle = rng.uniform(0, np.pi)
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    reach = 0.35 * np.sqrt(mask.sum())
+    ends = []
+    for sign in (1, -1):
+        length = 0.0
+        while length + 0.5 <= reach:
+            px, py = np.array([x + 0.5, y + 0.5]) + sign * (length + 0.5) * direction
+            if not (0 <= px < mask.shape[1] and 0 <= py < mask.shape[0] and mask[int(py), int(px)]):
+                break
+            length += 0.5
+        ends.append(np.array([x + 0.5, y + 0.5]) + sign * max(length - 0.01, 0.25) * direction)  # 0.01 inside: rounding stays in
+    centre = [x + 0.5, y + 0.5]
+    return [[round(float(v), 2) for v in ends[1]], centre, [round(float(v), 2) for v in ends[0]]]
+
+
 def _split_images(rng_seed: int, split_code: int, count: int, first_id: int, size: int, vocabulary: Vocabulary):
     """Yield (image dict, RGB pixels, background, instances, random stream) for one split."""
     names = vocabulary.names
@@ -202,13 +224,14 @@ def generate_shapes_dataset(output: str, vocabulary: Vocabulary, split, seed: in
     for split_name, split_code, count, first_id in (("train", 0, num_train, 1), ("val", 1, num_val, 100001)):
         image_dir = os.path.join(output, "images", split_name)
         os.makedirs(image_dir, exist_ok=True)
-        images, annotations, captions, clicks = [], [], [], {}
+        images, annotations, captions, clicks, strokes = [], [], [], {}, {}
         rows = _split_images(seed, split_code, count, first_id, image_size, vocabulary)
         for image, pixels, background, instances, rng in tqdm(rows, total=count, desc=split_name, disable=not progress):
             cv2.imwrite(os.path.join(image_dir, image["file_name"]), pixels[:, :, ::-1])
             images.append(image)
             # clicks from their own stream, so the captions below stay those of earlier versions
             click_rng = np.random.default_rng([seed, split_code, image["id"], 1])
+            stroke_rng = np.random.default_rng([seed, split_code, image["id"], 2])
             for inst in instances:
                 rle, box, area = encode_instance(inst.mask)
                 annotations.append({
@@ -216,6 +239,7 @@ def generate_shapes_dataset(output: str, vocabulary: Vocabulary, split, seed: in
                     "segmentation": rle, "bbox": box, "area": area, "iscrowd": 0,
                 })
                 clicks[annotations[-1]["id"]] = click_point(click_rng, inst.mask)
+                strokes[annotations[-1]["id"]] = draw_scribble(stroke_rng, inst.mask)
             for _ in range(int(rng.integers(1, 4))):
                 captions.append({"id": len(captions) + 1, "image_id": image["id"], "caption": write_caption(rng, vocabulary, instances, background)})
         annotation_dir = os.path.join(output, "annotations")
@@ -233,7 +257,8 @@ def generate_shapes_dataset(output: str, vocabulary: Vocabulary, split, seed: in
         atomic_write_json(os.path.join(annotation_dir, "captions_train.json"), {"images": images, "annotations": captions})
         # the weak-label forms of the same images, novel classes only (as the captions are used:
         # base masks are ground truth, novel objects are only named): image tags (Detic's
-        # pos_category_ids), boxes without masks, one click per object (PointSup's fields)
+        # pos_category_ids), boxes without masks, one click per object (PointSup's fields), one
+        # stroke per object
         novel = [a for a in annotations if a["category_id"] not in base_ids]
         tags = {}
         for a in novel:
@@ -245,6 +270,8 @@ def generate_shapes_dataset(output: str, vocabulary: Vocabulary, split, seed: in
         points = [{**{k: a[k] for k in ("id", "image_id", "category_id", "iscrowd")}, "point_coords": [clicks[a["id"]]], "point_labels": [1]}
                   for a in novel]
         atomic_write_json(os.path.join(annotation_dir, "points_train.json"), {"images": images, "annotations": points, "categories": categories})
+        scribbles = [{**{k: a[k] for k in ("id", "image_id", "category_id", "iscrowd")}, "scribble": strokes[a["id"]]} for a in novel]
+        atomic_write_json(os.path.join(annotation_dir, "scribbles_train.json"), {"images": images, "annotations": scribbles, "categories": categories})
         counts.update(train_images=len(images), train_instances=len(annotations), train_base_images=len(base_images), train_base_instances=len(base_annotations),
                       train_captions=len(captions), train_novel_boxes=len(boxes), train_tagged_images=len(tags))
     atomic_write_json(os.path.join(output, "split.json"), split.to_json(), indent=2)

@@ -4,7 +4,9 @@ A weak-label dataset is a COCO-style file whose labels say less than a mask:
 - "tags": class names per image, as Detic stores image labels: ``pos_category_ids`` on each image;
 - "boxes": annotations with ``bbox`` and ``category_id`` and no ``segmentation``;
 - "points": annotations with ``category_id`` and clicks as detectron2's PointSup project stores them:
-  ``point_coords`` ([[x, y], ...], pixel indices) and ``point_labels`` (1 inside the object, 0 not).
+  ``point_coords`` ([[x, y], ...], pixel indices) and ``point_labels`` (1 inside the object, 0 not);
+- "scribbles": annotations with ``category_id`` and ``scribble``, one stroke drawn on the object as a
+  polyline of two or more [x, y] vertices in image coordinates (pixel (i, j) spans [i, i + 1)).
 Each bad entry is an error naming the file and the entry, found before any pseudo label is written;
 detectron2's COCO loader would silently keep the last of two images with one id and pass a box that
 leaves the image to the teacher.
@@ -18,10 +20,11 @@ from xpseudo.utils.json_values import is_finite_number, is_integer
 
 from .captions import checked_file_name
 
-WEAK_LABEL_KINDS = ("tags", "boxes", "points")
+WEAK_LABEL_KINDS = ("tags", "boxes", "points", "scribbles")
 # a box or point may overhang the image by rounding, not more (pixels)
 BOX_TOLERANCE = 1.0
-_ANNOTATION_KEYS = {"boxes": ("image_id", "category_id", "bbox"), "points": ("image_id", "category_id", "point_coords", "point_labels")}
+_ANNOTATION_KEYS = {"boxes": ("image_id", "category_id", "bbox"), "points": ("image_id", "category_id", "point_coords", "point_labels"),
+                    "scribbles": ("image_id", "category_id", "scribble")}
 
 
 def check_weak_label_file(path: str, kind: str, category_ids: Iterable[int]) -> dict:
@@ -69,8 +72,10 @@ def check_weak_label_file(path: str, kind: str, category_ids: Iterable[int]) -> 
             raise InputError(path, f"{where}: category_id {ann['category_id']} is not a class of the dataset")
         if kind == "boxes":
             _check_box(path, where, ann["bbox"], image)
-        else:
+        elif kind == "points":
             _check_points(path, where, ann["point_coords"], ann["point_labels"], image)
+        else:
+            _check_scribble(path, where, ann["scribble"], image)
     return data
 
 
@@ -99,10 +104,19 @@ def _check_points(path: str, where: str, coords, labels, image: dict) -> None:
             raise InputError(path, f"{where}: point [{x}, {y}] lies outside the {image['width']}x{image['height']} image {image['id']}")
 
 
+def _check_scribble(path: str, where: str, vertices, image: dict) -> None:
+    if not (isinstance(vertices, list) and len(vertices) >= 2
+            and all(isinstance(p, list) and len(p) == 2 and all(is_finite_number(v) for v in p) for p in vertices)):
+        raise InputError(path, f"{where}: scribble must be a polyline of two or more [x, y] of finite numbers, got {vertices!r}")
+    for x, y in vertices:
+        if _outside(x, y, image):
+            raise InputError(path, f"{where}: scribble vertex [{x}, {y}] lies outside the {image['width']}x{image['height']} image {image['id']}")
+
+
 def weak_label_records(data: dict, kind: str, image_root: str, id_map: Dict[int, int]) -> List[dict]:
     """Dataset records of a checked weak-label file, in its image order: ``tags`` (contiguous class
     ids, first mention kept) or ``annotations`` with contiguous ``category_id`` and ``bbox`` (XYWH)
-    or ``point_coords``/``point_labels``."""
+    or ``point_coords``/``point_labels`` or ``scribble``."""
     records, by_id = [], {}
     for image in data["images"]:
         record = {"file_name": os.path.join(image_root, image["file_name"]), "height": image["height"], "width": image["width"],

@@ -100,7 +100,7 @@ def provenance(cfg, labeler, dataset_name: str, records: List[dict], num_shards:
 
 class ShardImages(torch.utils.data.Dataset):
     """Decoded, resized images of a slice with what names their classes: caption words (with their
-    counts), tags, boxes or points (``kind``). Images naming no wanted class are not read."""
+    counts), tags, boxes, points or scribbles (``kind``). Images naming no wanted class are not read."""
 
     def __init__(self, records, labeler, cfg, kind: str = "captions"):
         self.records, self.labeler, self.kind = records, labeler, kind
@@ -132,6 +132,9 @@ class ShardImages(torch.utils.data.Dataset):
             item["weak_boxes"] = torch.as_tensor(transform.apply_box(np.asarray(labels.boxes, dtype=np.float64)), dtype=torch.float32)
         if labels.points is not None:
             item["weak_points"] = torch.as_tensor(transform.apply_coords(np.asarray(labels.points, dtype=np.float64)), dtype=torch.float32)
+        if labels.scribbles is not None:
+            item["weak_scribbles"] = [torch.as_tensor(transform.apply_coords(np.asarray(s, dtype=np.float64)), dtype=torch.float32)
+                                      for s in labels.scribbles]
         return item
 
 
@@ -194,8 +197,9 @@ def _write_item(writer: ShardWriter, item: dict, outputs, labeler, image_root: s
         writer.add(image_entry(record, image_root), "no_match", [], skipped_labels=item["skipped"])
         return
     instances = next(outputs).to("cpu")
-    # a point inside no proposal (or under MIN_SCORE) labels nothing; the image goes on
-    skipped = item["skipped"] + (len(item["words"]) - len(set(instances.word_index.tolist())) if "weak_points" in item else 0)
+    # a point inside no proposal, or a scribble no proposal's mask covers (or under MIN_SCORE), labels nothing; the image goes on
+    one_each = "weak_points" in item or "weak_scribbles" in item
+    skipped = item["skipped"] + (len(item["words"]) - len(set(instances.word_index.tolist())) if one_each else 0)
     category_ids = [labeler.dataset_ids[c] for c in instances.pred_classes.tolist()]
     words = [item["words"][w] for w in instances.word_index.tolist()]
     uncertain = instances.uncertain_masks.numpy() if instances.has("uncertain_masks") else None

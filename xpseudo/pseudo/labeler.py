@@ -12,7 +12,16 @@ from detectron2.structures import Boxes, ImageList, Instances
 from xpseudo.text.caption_matcher import CaptionMatcher
 from xpseudo.text.vocabulary import Vocabulary
 
-from .selection import SelectionConfig, region_word_scores, restricted_class_probabilities, select_point_regions, select_regions
+from .selection import (
+    SelectionConfig,
+    mask_covers,
+    region_word_scores,
+    restricted_class_probabilities,
+    scribble_points,
+    select_point_regions,
+    select_regions,
+    select_scribble_regions,
+)
 from .weak_label_reader import ImageLabels, WeakLabelReader  # noqa: F401  ImageLabels: re-exported
 
 CLASS_CHOICES = ("all", "novel", "base")
@@ -29,6 +38,7 @@ class PseudoLabeler(WeakLabelReader):
     ``select_regions`` on S = <region, word> (or the restricted classifier, ``score``); the
     teacher's class-agnostic mask head on the picked boxes; masks pasted at the image's original
     size. Tags pick as caption words do; a clicked point picks among the proposals that contain it;
+    a scribble picks the proposal whose mask covers most of it and least of the other scribbles;
     a given box is its own pick.
     """
 
@@ -144,8 +154,9 @@ class PseudoLabeler(WeakLabelReader):
     def __call__(self, batched_inputs: List[dict]) -> List[Instances]:
         """``batched_inputs``: detectron2 inputs (``image``, ``height``, ``width``) with
         ``word_classes`` (vocabulary indices, one per label), optionally ``word_counts`` (regions
-        wanted per class word), and for box or point labels ``weak_boxes`` (XYXY) or
-        ``weak_points`` (x, y), one per label in the input image's pixels. Returns per image, at its
+        wanted per class word), and for box, point or scribble labels ``weak_boxes`` (XYXY),
+        ``weak_points`` (x, y) or ``weak_scribbles`` (a K x 2 polyline each), one per label in the
+        input image's pixels. Returns per image, at its
         original size, Instances with ``pred_boxes``, ``pred_masks`` (bool), ``scores``
         (confidence), ``pred_classes`` (vocabulary index) and ``word_index`` (position in
         ``word_classes``).
@@ -170,16 +181,22 @@ class PseudoLabeler(WeakLabelReader):
                 boxes = [p.proposal_boxes for p in proposals]
                 embeddings, deltas = model.roi_heads.region_embeddings_and_deltas(subset_features, boxes, self.normalize_regions)
                 per_image = [len(b) for b in boxes]
-                regions_of = dict(zip(selecting, zip(boxes, embeddings.split(per_image), deltas.split(per_image))))
+                regions_of = dict(zip(selecting, zip(boxes, embeddings.split(per_image), deltas.split(per_image), range(len(selecting)))))
             results = []
             for i, (x, image_size) in enumerate(zip(batched_inputs, images.image_sizes)):
                 if i not in regions_of:
                     results.append(self._given_boxes(x, image_size))
                     continue
-                image_boxes, regions, image_deltas = regions_of[i]
+                image_boxes, regions, image_deltas, position = regions_of[i]
                 classes = torch.as_tensor(x["word_classes"], dtype=torch.long, device=regions.device)
                 scores, confidences = self._class_scores(regions, classes)
-                if "weak_points" in x:
+                if "weak_scribbles" in x:
+                    image_features = {k: v[position : position + 1] for k, v in subset_features.items()}
+                    coverage, leakage = self._scribble_coverage(image_features, image_boxes, x["weak_scribbles"])
+                    if confidences is None:
+                        confidences = torch.sigmoid(scores / self.selection.temperature)
+                    picked = select_scribble_regions(coverage, leakage, confidences, scores, self.selection)
+                elif "weak_points" in x:
                     points = torch.as_tensor(x["weak_points"], dtype=torch.float32, device=regions.device).reshape(-1, 2)
                     picked = select_point_regions(scores, image_boxes.tensor, points, confidences, self.selection)
                 else:
@@ -201,6 +218,26 @@ class PseudoLabeler(WeakLabelReader):
         finally:
             model.train(was_training)
 
+
+    def _scribble_coverage(self, features, boxes: Boxes, scribbles) -> Tuple[torch.Tensor, torch.Tensor]:
+        """For each proposal and scribble (P x N): the fraction of the scribble's points inside the
+        proposal's mask (the mask head's probability > ``mask_threshold``), and the fraction of the
+        other scribbles' points inside it."""
+        heads = self.model.roi_heads
+        pooled = heads.mask_pooler([features[f] for f in heads.mask_in_features], [boxes])
+        logits = heads.mask_head.layers(pooled)
+        logits = logits[0] if isinstance(logits, tuple) else logits  # the student's head also gives sigma
+        probabilities = torch.sigmoid(logits[:, 0])
+        device = probabilities.device
+        points = [scribble_points(torch.as_tensor(s, dtype=torch.float32, device=device)) for s in scribbles]
+        inside = mask_covers(probabilities, boxes.tensor, torch.cat(points), self.mask_threshold)  # P x all points
+        owner = torch.cat([torch.full((len(p),), n, device=device) for n, p in enumerate(points)])
+        coverage, leakage = [], []
+        for n in range(len(points)):
+            mine = owner == n
+            coverage.append(inside[:, mine].float().mean(1))
+            leakage.append(inside[:, ~mine].float().mean(1) if (~mine).any() else torch.zeros(len(boxes), device=device))
+        return torch.stack(coverage, 1), torch.stack(leakage, 1)
 
     def _paste(self, result: Instances, height: int, width: int) -> Instances:
         """Masks pasted at the original size at ``mask_threshold``, and the uncertain band."""

@@ -163,6 +163,64 @@ def select_point_regions(scores: torch.Tensor, boxes: torch.Tensor, points: torc
     return Selection(regions[keep], words[keep], picked[keep], confidence[keep])
 
 
+def select_scribble_regions(coverage: torch.Tensor, leakage: torch.Tensor, confidences: torch.Tensor, scores: Optional[torch.Tensor] = None,
+                            config: SelectionConfig = SelectionConfig()) -> Selection:
+    """One region per scribble: the region whose mask covers most of the stroke and least of the
+    other scribbles.
+
+    ``coverage``: P x N, the fraction of scribble n's sampled points inside region p's mask;
+    ``leakage``: P x N, the fraction of the other scribbles' points (other objects, whatever their
+    class) inside that mask; ``confidences``: P x N in [0, 1], region p's confidence for scribble
+    n's class. The pick maximises coverage - leakage; among equal values the higher confidence,
+    then the lower region index. A scribble that no region's mask touches gets nothing (the caller
+    counts it). ``words`` of the result are scribble indices; ``scores`` (default: the
+    confidences) fill ``Selection.scores``; ``min_score`` applies to the confidence.
+    """
+    num_regions, num_scribbles = coverage.shape
+    device = coverage.device
+    scores = confidences if scores is None else scores
+    if num_regions == 0 or num_scribbles == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return Selection(empty, empty.clone(), coverage.new_zeros(0), coverage.new_zeros(0))
+    quality = torch.where(coverage > 0, coverage - leakage, torch.full_like(coverage, float("-inf")))
+    # lexicographic: quality first, confidence second (stable sort keeps the lower region on full ties)
+    by_confidence = torch.sort(confidences.t(), dim=1, descending=True, stable=True).indices  # N x P
+    by_quality = torch.sort(quality.t().gather(1, by_confidence), dim=1, descending=True, stable=True).indices
+    best = by_confidence.gather(1, by_quality)[:, 0]
+    found = torch.isfinite(quality[best, torch.arange(num_scribbles, device=device)])
+    words = torch.arange(num_scribbles, device=device)[found]
+    regions = best[found]
+    confidence = confidences[regions, words]
+    keep = confidence >= config.min_score
+    return Selection(regions[keep], words[keep], scores[regions, words][keep], confidence[keep])
+
+
+def mask_covers(probabilities: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Whether each of K points (x, y, image pixels) lies in each of P masks, given as M x M
+    probabilities over their boxes (P x 4, XYXY) as a mask head predicts them: P x K bool. A point
+    outside a box is outside its mask; inside, the probability is read bilinearly."""
+    if len(boxes) == 0 or len(points) == 0:
+        return torch.zeros(len(boxes), len(points), dtype=torch.bool, device=probabilities.device)
+    x0, y0, x1, y1 = (boxes[:, i : i + 1] for i in range(4))
+    u = (points[None, :, 0] - x0) / (x1 - x0).clamp(min=1e-6)  # P x K, 0..1 across the box
+    v = (points[None, :, 1] - y0) / (y1 - y0).clamp(min=1e-6)
+    grid = torch.stack([u * 2 - 1, v * 2 - 1], dim=-1)[:, None]  # P x 1 x K x 2, grid_sample's -1..1
+    sampled = torch.nn.functional.grid_sample(probabilities[:, None], grid, align_corners=False)[:, 0, 0]  # P x K
+    in_box = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
+    return in_box & (sampled > threshold)
+
+
+def scribble_points(vertices: torch.Tensor, spacing: float = 1.0) -> torch.Tensor:
+    """Points along a polyline (K x 2 vertices, x y) every ``spacing`` pixels or closer, both ends
+    included: what a scribble covers."""
+    points = [vertices[:1]]
+    for a, b in zip(vertices[:-1], vertices[1:]):
+        steps = max(int(torch.ceil(torch.linalg.norm(b - a) / spacing).item()), 1)
+        t = torch.arange(1, steps + 1, dtype=vertices.dtype, device=vertices.device)[:, None] / steps
+        points.append(a + t * (b - a))
+    return torch.cat(points)
+
+
 def _exclusive_picks(confidence: torch.Tensor, wanted: Sequence[int], boxes: Optional[torch.Tensor], config: SelectionConfig):
     """Greedy one-object-per-pick assignment: (regions, words) in the order they were taken."""
     num_regions, num_words = confidence.shape

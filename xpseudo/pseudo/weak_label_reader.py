@@ -22,6 +22,7 @@ class ImageLabels:
     counts: Optional[List[int]] = None  # regions wanted per class (captions with counts)
     boxes: Optional[List[List[float]]] = None  # XYXY per label, record pixels (box labels)
     points: Optional[List[List[float]]] = None  # (x, y) per label, record pixels (point labels)
+    scribbles: Optional[List[List[List[float]]]] = None  # a polyline [[x, y], ...] per label, record pixels
     skipped: int = 0  # labels that cannot name a region (an object with no positive point)
 
 
@@ -39,14 +40,14 @@ class WeakLabelReader:
         self.counts, self.plural_count = counts, plural_count
 
     def image_labels(self, record: dict, kind: str) -> ImageLabels:
-        """The wanted classes an image's weak labels of ``kind`` name ("captions", "tags", "boxes"
-        or "points"; records as ``register_ovis_dataset`` loads them, contiguous class ids)."""
+        """The wanted classes an image's weak labels of ``kind`` name ("captions", "tags", "boxes",
+        "points" or "scribbles"; records as ``register_ovis_dataset`` loads them, contiguous class ids)."""
         if kind == "captions":
             return self.caption_labels(record["captions"])
         if kind == "tags":
             classes = [c for c in record.get("tags", []) if c in self.wanted]
             return ImageLabels(classes, [self.vocabulary[c].name for c in classes])
-        if kind not in ("boxes", "points"):
+        if kind not in ("boxes", "points", "scribbles"):
             raise ValueError(f"unknown weak-label kind {kind!r}")
         labels = ImageLabels(**{kind: []})
         for ann in record.get("annotations", []):
@@ -54,6 +55,8 @@ class WeakLabelReader:
                 continue
             if kind == "boxes":
                 labels.boxes.append(BoxMode.convert(list(ann["bbox"]), ann.get("bbox_mode", BoxMode.XYWH_ABS), BoxMode.XYXY_ABS))
+            elif kind == "scribbles":
+                labels.scribbles.append([list(map(float, v)) for v in ann["scribble"]])
             else:
                 clicked = [p for p, positive in zip(ann["point_coords"], ann["point_labels"]) if positive]
                 if not clicked:  # only points outside the object: nothing to pick with
