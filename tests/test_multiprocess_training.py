@@ -139,6 +139,28 @@ class TestMultiProcessTraining(unittest.TestCase):
         predictor = "roi_heads.mask_head.predictor.weight"
         self.assertFalse(self.torch.equal(ranks[0][predictor], before_freeze[predictor]))
 
+    def test_a_later_round_labeled_by_a_student_and_weighted_by_its_own_view_keeps_the_processes_identical(self):
+        """run_pipeline.py --rounds: a student's model labels the captions (its mask head also
+        gives sigma), and the next student weights pseudo objects by mask agreement x class
+        probability, blended in over 2 iterations."""
+        import json
+
+        labels = os.path.join(self.tmp.name, "round2_labels")
+        run_script("tools/generate_pseudo_labels.py", "--config-file", STUDENT, "--dataset", "shapes_train_captions",
+                   "--output", labels, *self.opts, "MODEL.WEIGHTS", self.weights, env=self.env)
+        with open(os.path.join(labels, "provenance.json")) as f:
+            self.assertGreater(json.load(f)["counts"]["annotations"], 0)
+        out, dump = os.path.join(self.tmp.name, "round2_student"), os.path.join(self.tmp.name, "round2_student_ranks")
+        self.train("--num-gpus", "2", "--config-file", STUDENT, "--dump", dump, *self.opts, "MODEL.WEIGHTS", self.weights,
+                   "XPM.PSEUDO_LABELS_FILE", os.path.join(labels, "pseudo_labels.json"),
+                   "MODEL.XPM.STUDENT.WEIGHTING", "agreement_probability", "MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS", "2",
+                   "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()", "OUTPUT_DIR", out)
+        self.assert_same_parameters(self.load_ranks(dump), os.path.join(out, "model_final.pth"))
+        with open(os.path.join(out, "metrics.json")) as f:
+            weights = [json.loads(line).get("noise_aware/pseudo_box_weight") for line in f if line.strip()]
+        weights = [w for w in weights if w is not None]
+        self.assertTrue(weights and all(0 <= w < 1 for w in weights), weights)  # the signal, not 1, once warmed up
+
     def test_student_with_prototype_contrast_and_confidence_guided_loss_keeps_the_processes_identical(self):
         """The prototypes are per-process buffers (no broadcast): their update sums over processes."""
         out, dump = os.path.join(self.tmp.name, "student_parts"), os.path.join(self.tmp.name, "student_parts_ranks")

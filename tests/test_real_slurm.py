@@ -211,7 +211,7 @@ class TestRealSlurm(unittest.TestCase):
                            "--num-shards", "3", "--array-parallelism", "1", "--slurm", "--gpus-per-node", "0", "--time", "20",
                            "--job-dir", jobs, *opts)
         ids = submitted_ids(result.stdout)
-        array, merge = ids["3 pseudo-label shards"], ids["merge"]
+        array, merge = ids[f"3 pseudo-label shards ({out})"], ids[f"merge ({out})"]
         # signal the first shard's task once it has written an image but not finished
         task = f"{array}_0"
         partial = os.path.join(out, "shards", "shard-00000-of-00003.jsonl.partial")
@@ -238,20 +238,30 @@ class TestRealSlurm(unittest.TestCase):
 
     def test_pipeline_chain_ends_with_the_summary(self):
         out = os.path.join(self.tmp.name, "pipe")
-        ids = submitted_ids(self.pipeline(out).stdout)
-        self.assertEqual(list(ids), ["training (" + os.path.join(out, "grounding") + ")", "training (" + os.path.join(out, "teacher") + ")",
-                                     "2 pseudo-label shards", "merge",
-                                     "training (" + os.path.join(out, "student") + ")", "evaluation and summary"])
+        ids = submitted_ids(self.pipeline(out, "--rounds", "2", "--oracle").stdout)
+        folder = lambda *parts: os.path.join(out, *parts)  # noqa: E731
+        self.assertEqual(list(ids), [f"training ({folder('grounding')})", f"training ({folder('teacher')})",
+                                     f"2 pseudo-label shards ({folder('pseudo_labels')})", f"merge ({folder('pseudo_labels')})",
+                                     f"training ({folder('student')})",
+                                     f"2 pseudo-label shards ({folder('round2', 'pseudo_labels')})", f"merge ({folder('round2', 'pseudo_labels')})",
+                                     f"training ({folder('round2', 'student')})", f"training ({folder('oracle')})", "evaluation and summary"])
         summary_id = ids["evaluation and summary"]
         info = self.wait_for([summary_id], timeout=900)[summary_id]
         status = self.tool("run_pipeline.py", "--status", "--output", out).stdout
         self.assertEqual(info["JobState"], "COMPLETED", status)
         with open(os.path.join(out, "summary.json")) as f:
             summary = json.load(f)
-        self.assertEqual(set(summary["results"]["shapes_val"]), {"teacher", "student"})
-        rows = {line.split()[0]: line for line in status.splitlines()[1:] if line.strip()}
-        for stage in ("grounding", "teacher", "pseudo-label", "merge", "student", "summary"):
+        self.assertEqual(set(summary["results"]["shapes_val"]), {"teacher", "student", "student round 2", "oracle"})
+        self.assertEqual(set(summary["pseudo_label_quality"]), {"ground_truth", "round 1", "round 2"})
+        rows = {re.split(r"\s{2,}", line)[0]: line for line in status.splitlines()[1:] if line.strip()}
+        for stage in ("grounding", "teacher", "pseudo-label shards", "merge", "student", "pseudo-label shards round 2", "merge round 2",
+                      "student round 2", "oracle", "summary"):
             self.assertIn("COMPLETED", rows[stage], status)
+        # the oracle waited for the teacher only, the summary for everything
+        with open(os.path.join(out, "slurm_jobs.json")) as f:
+            self.assertEqual([s["stage"] for s in json.load(f)["stages"]],
+                             ["grounding", "teacher", "pseudo-label shards", "merge", "student", "pseudo-label shards round 2",
+                              "merge round 2", "student round 2", "oracle", "summary"])
         self.assertNotIn("first failed stage", status)
 
     def test_pipeline_from_a_dataset_file(self):

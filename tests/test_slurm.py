@@ -215,7 +215,7 @@ class TestSubmission(unittest.TestCase):
         merge = [t for t in texts if "--dependency=" in t]
         self.assertEqual(len(array), 1)
         self.assertIn("#SBATCH --array=0-2%2", array[0])
-        array_id = re.search(r"3 pseudo-label shards: job (\d+)", result.stdout).group(1)
+        array_id = re.search(r"3 pseudo-label shards \(.*?\): job (\d+)", result.stdout).group(1)
         self.assertIn(f"#SBATCH --dependency=afterok:{array_id}", merge[0])
 
     def test_pipeline_jobs_wait_for_each_other(self):
@@ -250,6 +250,27 @@ class TestSubmission(unittest.TestCase):
         self.assertEqual([(s["stage"], s["jobs"][0]["job_id"].split("_")[0]) for s in recorded],
                          list(zip(["grounding", "teacher", "pseudo-label shards", "merge", "student", "summary"], ids.values())))
         self.assertEqual(len(recorded[2]["jobs"]), 2)  # one per array task
+
+    def test_rounds_and_the_oracle_wait_for_what_they_use(self):
+        out = os.path.join(self.tmp.name, "pipe_rounds")
+        result = run_script("tools/run_pipeline.py", "--config-dir", "configs/shapes", "--output", out, "--num-shards", "2",
+                            "--slurm", "--partition", "gpu", "--no-grounding", "--rounds", "2", "--oracle", "--opts", *self.opts, env=self.slurm_env)
+        ids = {line.split(": job ")[0][len("submitted "):]: re.search(r": job (\d+)", line).group(1)
+               for line in result.stdout.splitlines() if line.startswith("submitted ")}
+        files = self.submission_files(os.path.join(out, "slurm_jobs"))
+
+        def dependency_of(what):
+            job_id = ids[what]
+            text = files[f"{job_id}_submission.sh"] if f"{job_id}_submission.sh" in files else files[f"{job_id}_0_submission.sh"]
+            return [line.split("afterok:")[1].split(":") for line in text.splitlines() if "--dependency=" in line]
+
+        folder = lambda *parts: os.path.join(out, *parts)  # noqa: E731
+        student, teacher = ids[f"training ({folder('student')})"], ids[f"training ({folder('teacher')})"]
+        round2_merge = ids[f"merge ({folder('round2', 'pseudo_labels')})"]
+        self.assertEqual(dependency_of(f"2 pseudo-label shards ({folder('round2', 'pseudo_labels')})"), [[student]])
+        self.assertEqual(dependency_of(f"training ({folder('round2', 'student')})"), [[round2_merge]])
+        self.assertEqual(dependency_of(f"training ({folder('oracle')})"), [[teacher]])  # beside the labels, not after them
+        self.assertEqual(dependency_of("evaluation and summary"), [[ids[f"training ({folder('round2', 'student')})"], ids[f"training ({folder('oracle')})"]]])
 
     def test_more_shards_than_images_refused_before_submitting(self):
         weights = os.path.join(self.tmp.name, "fake.pth")

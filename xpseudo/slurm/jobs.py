@@ -152,10 +152,10 @@ def submit_pseudo_labels(args, dependency=None, require_weights: bool = True):
     # --nodes is for training: a shard runs on one GPU of one node, the merge on one node
     shard_executor = build_executor(args, "xpm-pseudo-shard", gpus_per_node=min(args.gpus_per_node, 1), after=dependency or (), nodes=1)
     shard_jobs = shard_executor.map_array(ShardJob(args), list(range(num_shards)))
-    print_submitted(f"{num_shards} pseudo-label shards", shard_jobs)
+    print_submitted(f"{num_shards} pseudo-label shards ({os.path.abspath(args.output)})", shard_jobs)
     merge_executor = build_executor(args, "xpm-pseudo-merge", gpus_per_node=0, after=shard_jobs, nodes=1)
     merge_job = merge_executor.submit(MergeJob(os.path.abspath(args.output), num_shards, MetadataCatalog.get(dataset).get("image_root")))
-    print_submitted("merge", [merge_job])
+    print_submitted(f"merge ({os.path.abspath(args.output)})", [merge_job])
     return shard_jobs, merge_job
 
 

@@ -20,9 +20,10 @@ def submit_pipeline(args, argv):
     slurm = slurm_fields(args)
     slurm["job_dir"] = os.path.abspath(args.job_dir or os.path.join(args.output, "slurm_jobs"))
     p = plan(args)
-    jobs, last_of, previous = {}, {}, []
+    jobs, last_of, previous, previous_name, waited = {}, {}, [], None, set()
     for stage in pipeline_stages(p):
         waits_for = last_of.get(stage.after, []) if stage.after else previous
+        waited.add(stage.after or previous_name)
         if os.path.exists(stage.done):
             submitted = []
         elif stage.kind == "label":
@@ -39,10 +40,10 @@ def submit_pipeline(args, argv):
             jobs[stage.name] = submitted
         last_of[stage.name] = submitted
         if not stage.after:
-            previous = submitted
-    # the summary waits for every stage still to finish
-    unfinished = [job for stage_jobs in jobs.values() for job in stage_jobs]
-    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=unfinished, nodes=1)  # evaluation runs on one node
+            previous, previous_name = submitted, stage.name
+    # the summary waits for the ends of the chain (no other stage waits for them): all is done then
+    ends = [job for name, submitted in last_of.items() if name not in waited for job in submitted]
+    executor = build_executor(argparse.Namespace(**slurm), "xpm-summary", after=ends, nodes=1)  # evaluation runs on one node
     summary = executor.submit(PipelineSummaryJob(absolute_dataset_file_opts(argv)))
     print_submitted("evaluation and summary", [summary])
     jobs["summary"] = [summary]

@@ -92,7 +92,8 @@ def pipeline_status(output: str) -> str:
             and all(isinstance(j, dict) and {"job_id", "result", "stderr"} <= set(j) for j in st["jobs"]) for st in stages):
         raise InputError(path, "not a job record of run_pipeline.py --slurm: expected 'stages', each with 'stage' and "
                                "'jobs' holding 'job_id', 'result' and 'stderr'")
-    lines = [f"{'stage':<21} {'job':<13} {'state':<17} why"]
+    width = max([20] + [len(stage["stage"]) + 1 for stage in stages])  # names stay apart from the job ids
+    lines = [f"{'stage':<{width}} {'job':<13} {'state':<17} why"]
     first_failure = None
     for stage in stages:
         statuses = [(job, job_status(job)) for job in stage["jobs"]]
@@ -107,7 +108,7 @@ def pipeline_status(output: str) -> str:
                 first_failure = (stage["stage"], job["job_id"], s["log"])
         elif any(s.get("reason") not in ("", "None", None) for _, s in statuses):
             why = next(s["reason"] for _, s in statuses if s.get("reason") not in ("", "None", None))
-        lines.append(f"{stage['stage']:<21} {ids:<13} {'/'.join(states):<17} {why}".rstrip())
+        lines.append(f"{stage['stage']:<{width}} {ids:<13} {'/'.join(states):<17} {why}".rstrip())
     if first_failure:
         stage, job_id, log = first_failure
         lines.append(f"\nfirst failed stage: {stage} (job {job_id}); its log: {log}")
