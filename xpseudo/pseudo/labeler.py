@@ -224,13 +224,18 @@ class PseudoLabeler(WeakLabelReader):
         proposal's mask (the mask head's probability > ``mask_threshold``), and the fraction of the
         other scribbles' points inside it."""
         heads = self.model.roi_heads
-        pooled = heads.mask_pooler([features[f] for f in heads.mask_in_features], [boxes])
-        logits = heads.mask_head.layers(pooled)
-        logits = logits[0] if isinstance(logits, tuple) else logits  # the student's head also gives sigma
-        probabilities = torch.sigmoid(logits[:, 0])
-        device = probabilities.device
+        device = boxes.tensor.device
         points = [scribble_points(torch.as_tensor(s, dtype=torch.float32, device=device)) for s in scribbles]
-        inside = mask_covers(probabilities, boxes.tensor, torch.cat(points), self.mask_threshold)  # P x all points
+        every = torch.cat(points)
+        x, y, b = every[:, 0], every[:, 1], boxes.tensor
+        # only proposals holding a scribble point can cover one: the mask head runs on those alone
+        holding = ((b[:, None, 0] <= x) & (x <= b[:, None, 2]) & (b[:, None, 1] <= y) & (y <= b[:, None, 3])).any(1)
+        inside = torch.zeros(len(b), len(every), dtype=torch.bool, device=device)  # P x all points
+        if holding.any():
+            pooled = heads.mask_pooler([features[f] for f in heads.mask_in_features], [Boxes(b[holding])])
+            logits = heads.mask_head.layers(pooled)
+            logits = logits[0] if isinstance(logits, tuple) else logits  # the student's head also gives sigma
+            inside[holding] = mask_covers(torch.sigmoid(logits[:, 0]), b[holding], every, self.mask_threshold)
         owner = torch.cat([torch.full((len(p),), n, device=device) for n, p in enumerate(points)])
         coverage, leakage = [], []
         for n in range(len(points)):
