@@ -25,6 +25,7 @@ requires_detectron2_and_slurm = unittest.skipIf(
     "needs detectron2 and Slurm (" + (f"{', '.join(MISSING)} not installed" if MISSING else "detectron2 not installed") + ")")
 
 TEACHER = "configs/shapes/xpm_teacher_R18_FPN.yaml"
+STUDENT = "configs/shapes/xpm_student_R18_FPN.yaml"
 
 
 def submitted_ids(stdout: str) -> dict:
@@ -150,9 +151,17 @@ class TestRealSlurm(unittest.TestCase):
         self.assertTrue(os.path.exists(os.path.join(out, "log.txt.rank1")))
 
     def test_preempted_training_requeues_and_resumes(self):
+        """A later round's student (labels made by a student's model, pseudo objects weighted by
+        the student's own view, blended in over 40 iterations) preempted at iteration 20."""
+        labels = os.path.join(self.tmp.name, "student_made_labels")
+        self.tool("generate_pseudo_labels.py", "--config-file", STUDENT, "--dataset", "shapes_train_captions", "--output", labels,
+                  *self.opts, "MODEL.WEIGHTS", self.teacher_weights())
         jobs, out = os.path.join(self.tmp.name, "preempt_jobs"), os.path.join(self.tmp.name, "preempt")
-        result = self.tool("train_net.py", "--config-file", TEACHER, "--slurm", "--gpus-per-node", "0", "--time", "20",
-                           "--job-dir", jobs, *self.train_opts, "SOLVER.MAX_ITER", "60", "SOLVER.CHECKPOINT_PERIOD", "20", "OUTPUT_DIR", out)
+        result = self.tool("train_net.py", "--config-file", STUDENT, "--slurm", "--gpus-per-node", "0", "--time", "20",
+                           "--job-dir", jobs, *self.train_opts, "MODEL.WEIGHTS", self.teacher_weights(),
+                           "XPM.PSEUDO_LABELS_FILE", os.path.join(labels, "pseudo_labels.json"),
+                           "MODEL.XPM.STUDENT.WEIGHTING", "agreement_probability", "MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS", "40",
+                           "SOLVER.MAX_ITER", "60", "SOLVER.CHECKPOINT_PERIOD", "20", "OUTPUT_DIR", out)
         job_id = submitted_ids(result.stdout)[f"training ({out})"]
         last = os.path.join(out, "last_checkpoint")
         deadline = time.time() + 300
