@@ -11,7 +11,8 @@ CORE_MODULES = [
     "xpseudo.slurm.jobs", "xpseudo.slurm.pipeline_jobs", "xpseudo.data.image_files", "xpseudo.data.openimages",
     "xpseudo.data.conceptual_captions", "xpseudo.evaluation.lvis_compat", "xpseudo.evaluation.lvis_evaluation",
     "xpseudo.slurm.partition", "xpseudo.slurm.status", "xpseudo.utils.distributed", "xpseudo.pseudo.cli", "xpseudo.pipeline",
-    "xpseudo.evaluation.pseudo_label_quality", "xpseudo.evaluation.pseudo_label_report", "xpseudo.data.weak_labels", "xpseudo.text.mention_counts",
+    "xpseudo.evaluation.pseudo_label_quality", "xpseudo.evaluation.pseudo_label_report", "xpseudo.evaluation.weight_diagnostics",
+    "xpseudo.evaluation.student_weight_report", "xpseudo.data.weak_labels", "xpseudo.text.mention_counts",
     "xpseudo.data.dataset_files", "xpseudo.predict", "xpseudo.predict.inputs",
     "clipes", "clipes.affinity", "clipes.grad_cam", "clipes.instances", "clipes.clip_model",
 ]

@@ -8,7 +8,9 @@ from pycocotools import mask as mask_util
 
 from xpseudo.data.split import OvisSplit
 from xpseudo.utils.io import InputError, load_json
+from xpseudo.utils.json_values import finite_numbers
 
+from .split_evaluation import load_coco_gt, load_detections
 from .weight_diagnostics import format_auroc_table, right_objects, weight_auroc_table
 
 
@@ -40,47 +42,42 @@ def student_weight_report(config_file: str, opts: Sequence[str], pseudo_path: st
             raise InputError(pseudo_path, "no provenance.json beside it names the labeled dataset; give --image-root")
         image_root = MetadataCatalog.get(dataset).image_root
     split = OvisSplit.from_file(split_path)
-    gt = load_json(gt_path, "ground truth")
-    gt_images = {im["file_name"]: im for im in gt["images"]}
-    gt_names = {c["id"]: c["name"] for c in gt["categories"]}
-    gt_by_image = {}
-    for a in gt["annotations"]:
-        gt_by_image.setdefault(a["image_id"], []).append(a)
-    pseudo_names = {c["id"]: c["name"] for c in pseudo.get("categories", [])}
-    gt_ids = {name: i for i, name in gt_names.items()}
-
+    coco_gt = load_coco_gt(gt_path)
+    # checked and aligned to the ground truth (image ids by file name, category ids by class name)
+    objects_of = {}
+    for raw, det in zip(pseudo["annotations"], load_detections(pseudo_path, coco_gt, "segm", gt_name=gt_path)):
+        if not finite_numbers(raw.get("bbox"), 4) or raw["bbox"][2] <= 0 or raw["bbox"][3] <= 0:
+            raise InputError(pseudo_path, f"annotation {raw.get('id')}: 'bbox' must be [x, y, width, height] with a positive size, got {raw.get('bbox')!r}")
+        objects_of.setdefault(det["image_id"], []).append(dict(det, bbox=raw["bbox"]))
+    gt_by_name = {im["file_name"]: im["id"] for im in coco_gt.dataset["images"]}
+    gt_by_base = {os.path.basename(name): i for name, i in gt_by_name.items()}
+    class_name = {c["id"]: c["name"] for c in coco_gt.dataset["categories"]}
     model = build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
-    vocabulary = model.set_vocabulary(dataset_vocabulary(dataset) if dataset else list(pseudo_names.values()), "the pseudo labels' classes")
+    vocabulary = model.set_vocabulary(dataset_vocabulary(dataset) if dataset else list(class_name.values()), "the pseudo labels' classes")
     resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
-    by_image = {}
-    for a in pseudo["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a)
     signals = {name: [] for name in (*SIGNALS, "teacher_confidence")}
     right, names = [], []
     for image in pseudo["images"]:
-        objects = by_image.get(image["id"], [])
-        truth = gt_images.get(image["file_name"])
+        gt_id = gt_by_name.get(image["file_name"], gt_by_base.get(os.path.basename(image["file_name"])))
+        objects = objects_of.get(gt_id, [])
         if not objects:
             continue
-        if truth is None:
-            raise InputError(gt_path, f"has no image {image['file_name']!r}, which {pseudo_path} labels")
         array = utils.read_image(os.path.join(image_root, image["file_name"]), format=cfg.INPUT.FORMAT)
         height, width = array.shape[:2]
         transform = resize.get_transform(array)
         resized = transform.apply_image(array)
-        masks = np.stack([mask_util.decode(_rle(a["segmentation"], height, width)) for a in objects]).astype(bool)
+        masks = np.stack([mask_util.decode(a["segmentation"]) for a in objects]).astype(bool)
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in objects)], dtype=np.float64)
         values = object_signals(
             model, torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))),
-            transform.apply_box(boxes), np.array([vocabulary.index(pseudo_names[a["category_id"]]) for a in objects]),
+            transform.apply_box(boxes), np.array([vocabulary.index(class_name[a["category_id"]]) for a in objects]),
             np.stack([transform.apply_segmentation(m.astype(np.uint8)) for m in masks]).astype(bool))
         for name, v in values.items():
             signals[name].append(v)
         signals["teacher_confidence"].append(np.array([float(a.get("score", 1.0)) for a in objects]))
-        as_gt = [dict(a, category_id=gt_ids.get(pseudo_names[a["category_id"]], -1)) for a in objects]
-        right.append(right_objects(as_gt, gt_by_image.get(truth["id"], []), height, width))
-        names += [pseudo_names[a["category_id"]] for a in objects]
+        right.append(right_objects(objects, coco_gt.imgToAnns.get(gt_id, []), height, width))
+        names += [class_name[a["category_id"]] for a in objects]
     if not names:
         raise InputError(pseudo_path, "holds no pseudo objects to score")
     signals = {k: np.concatenate(v) for k, v in signals.items()}
@@ -91,10 +88,3 @@ def student_weight_report(config_file: str, opts: Sequence[str], pseudo_path: st
     counts = {s: [int(right[m].sum()), int((~right[m]).sum())] for s, m in splits.items()}
     return {"auroc": table, "right_wrong": counts, "text": format_auroc_table(table, counts)}
 
-
-def _rle(segmentation, height: int, width: int) -> dict:
-    if isinstance(segmentation, list):
-        return mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation.get("counts"), list):
-        return mask_util.frPyObjects(segmentation, height, width)
-    return segmentation
