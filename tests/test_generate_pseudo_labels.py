@@ -509,61 +509,45 @@ class TestGeneratePseudoLabels(unittest.TestCase):
         self.assertEqual(labels.skipped, 1)
         self.assertEqual(labels.points, [[5.5, 6.5]] + ([[1.5, 1.5]] if wanted else []))
 
-    def test_malformed_box_weak_labels_are_errors_naming_file_and_entry(self):
-        from xpseudo.data.ovis_datasets import register_ovis_dataset
-        from xpseudo.pseudo.generate import labeling_records
-        from xpseudo.utils.io import InputError
-
-        root = os.path.join(self.tmp.name, "shapes")
-        with open(os.path.join(root, "annotations/boxes_train.json")) as f:
-            good = json.load(f)
-        cases = {
+    def test_malformed_weak_labels_are_errors_naming_file_and_entry(self):
+        self.assert_spoiled_files_are_refused("boxes", {
             "box outside": (lambda d: d["annotations"][1].update(bbox=[90.0, 10.0, 20.0, 5.0]), r"annotations\[1\] \(id \d+\): bbox \[90.0, 10.0, 20.0, 5.0\] leaves the 96x96 image"),
             "unknown class": (lambda d: d["annotations"][0].update(category_id=99), r"annotations\[0\] \(id \d+\): category_id 99 is not a class"),
             "image twice": (lambda d: d["images"].append(dict(d["images"][4])), r"images\[14\]: image id 5 is listed twice"),
-        }
-        for name, (spoil, message) in cases.items():
-            data = json.loads(json.dumps(good))
-            spoil(data)
-            path = os.path.join(self.tmp.name, f"bad_{name.replace(' ', '_')}.json")
-            with open(path, "w") as f:
-                json.dump(data, f)
-            register_ovis_dataset("test_bad_boxes", image_root=os.path.join(root, "images/train"), instances_json=path,
-                                  split_file=os.path.join(root, "split.json"), weak_labels="boxes", replace=True)
-            with self.assertRaisesRegex(InputError, "^" + path.replace(".", "\\.") + ": " + message, msg=name):
-                labeling_records("test_bad_boxes")
-        DatasetCatalog.remove("test_bad_boxes")
-        with open(os.path.join(root, "annotations/points_train.json")) as f:
-            points = json.load(f)
-        points["annotations"][2]["point_coords"] = [[96, 120]]
-        path = os.path.join(self.tmp.name, "bad_points.json")
-        with open(path, "w") as f:
-            json.dump(points, f)
-        register_ovis_dataset("test_bad_points", image_root=os.path.join(root, "images/train"), instances_json=path,
-                              split_file=os.path.join(root, "split.json"), weak_labels="points", replace=True)
-        with self.assertRaisesRegex(InputError, "^" + path.replace(".", "\\.") + r": annotations\[2\] \(id \d+\): point \[96, 120\] lies outside the 96x96 image"):
-            labeling_records("test_bad_points")
-        DatasetCatalog.remove("test_bad_points")
-        with open(os.path.join(root, "annotations/scribbles_train.json")) as f:
-            good = json.load(f)
-        cases = {
+        })
+        self.assert_spoiled_files_are_refused("points", {
+            "point outside": (lambda d: d["annotations"][2].update(point_coords=[[96, 120]]),
+                              r"annotations\[2\] \(id \d+\): point \[96, 120\] lies outside the 96x96 image"),
+        })
+        self.assert_spoiled_files_are_refused("scribbles", {
             "one vertex": (lambda d: d["annotations"][1].update(scribble=[[3.0, 4.0]]), r"annotations\[1\] \(id \d+\): scribble must be a polyline of two or more"),
             "nan": (lambda d: d["annotations"][1].update(scribble=[[3.0, 4.0], [float("nan"), 2.0]]), r"annotations\[1\] \(id \d+\): scribble must be"),
             "outside": (lambda d: d["annotations"][2].update(scribble=[[3.0, 4.0], [99.5, 5.0]]),
                         r"annotations\[2\] \(id \d+\): scribble vertex \[99.5, 5.0\] lies outside the 96x96 image"),
             "missing": (lambda d: d["annotations"][0].pop("scribble"), r"annotations\[0\] \(id \d+\) lacks \['scribble'\]"),
-        }
+        })
+
+    def assert_spoiled_files_are_refused(self, kind, cases):
+        """Each case spoils a copy of the shapes weak-label file of ``kind``; loading it must raise
+        an InputError naming the copy and the entry."""
+        from xpseudo.data.ovis_datasets import register_ovis_dataset
+        from xpseudo.pseudo.generate import labeling_records
+        from xpseudo.utils.io import InputError
+
+        root = os.path.join(self.tmp.name, "shapes")
+        with open(os.path.join(root, f"annotations/{kind}_train.json")) as f:
+            good = json.load(f)
         for name, (spoil, message) in cases.items():
             data = json.loads(json.dumps(good))
             spoil(data)
-            path = os.path.join(self.tmp.name, f"bad_scribbles_{name.replace(' ', '_')}.json")
+            path = os.path.join(self.tmp.name, f"bad_{kind}_{name.replace(' ', '_')}.json")
             with open(path, "w") as f:
                 json.dump(data, f)
-            register_ovis_dataset("test_bad_scribbles", image_root=os.path.join(root, "images/train"), instances_json=path,
-                                  split_file=os.path.join(root, "split.json"), weak_labels="scribbles", replace=True)
+            register_ovis_dataset(f"test_bad_{kind}", image_root=os.path.join(root, "images/train"), instances_json=path,
+                                  split_file=os.path.join(root, "split.json"), weak_labels=kind, replace=True)
             with self.assertRaisesRegex(InputError, "^" + path.replace(".", "\\.") + ": " + message, msg=name):
-                labeling_records("test_bad_scribbles")
-        DatasetCatalog.remove("test_bad_scribbles")
+                labeling_records(f"test_bad_{kind}")
+        DatasetCatalog.remove(f"test_bad_{kind}")
 
     def test_file_names_are_written_relative_to_the_image_folder(self):
         from xpseudo.pseudo.generate import image_entry

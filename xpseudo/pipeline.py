@@ -387,12 +387,19 @@ def summarise(p: argparse.Namespace, args) -> dict:
 
 def pseudo_label_quality_against(labels: str, dataset: str) -> dict:
     """segm and bbox AP / AP50 / AP75 (all, base, novel) of a pseudo-label file against a
-    registered dataset's annotations, on the images the file labels."""
+    registered dataset's annotations, on the images the file labels; kept beside the file
+    (quality_<dataset>.json) while it is newer than both, so a rerun does not evaluate again."""
     from detectron2.data import MetadataCatalog
 
     from xpseudo.data.split import OvisSplit
     from xpseudo.evaluation.split_evaluation import evaluate_labels_on_their_images
+    from xpseudo.utils.io import load_json
 
     metadata = MetadataCatalog.get(dataset)
+    kept = os.path.join(os.path.dirname(labels), f"quality_{dataset}.json")
+    if os.path.exists(kept) and os.path.getmtime(kept) >= max(os.path.getmtime(labels), os.path.getmtime(metadata.json_file)):
+        return load_json(kept, "pseudo-label quality")
     split = OvisSplit(list(metadata.base_classes), list(metadata.novel_classes))
-    return {task: evaluate_labels_on_their_images(labels, metadata.json_file, split, task) for task in ("segm", "bbox")}
+    quality = {task: evaluate_labels_on_their_images(labels, metadata.json_file, split, task) for task in ("segm", "bbox")}
+    atomic_write_json(kept, quality, indent=2)
+    return quality
