@@ -155,25 +155,26 @@ def plan(args, prepare_data: bool = True) -> argparse.Namespace:
     teacher_cfg = load_config(teacher_config, teacher_opts)
     if prepare_data:
         ensure_data(teacher_cfg)
-    student_cfg = load_config(student_config, student_opts)
-    rounds = later_rounds(output, args.rounds, args.round_init, student_opts, teacher_opts, os.path.join(teacher_dir, "model_final.pth"),
+    teacher_weights = os.path.join(teacher_dir, "model_final.pth")
+    rounds = later_rounds(output, args.rounds, args.round_init, student_opts, teacher_opts, teacher_weights,
                           os.path.join(student_dir, "model_final.pth"))
-    oracle_dataset = all_class_dataset(student_cfg, args.oracle_dataset) if args.oracle else None
+    # the all-class annotations of the training images: the oracle's data, and what labels are scored against
+    all_classes = all_class_dataset(load_config(student_config, student_opts), args.oracle_dataset, required=args.oracle)
+    oracle_dataset = all_classes if args.oracle else None
     oracle_dir = os.path.join(output, "oracle")
     return argparse.Namespace(
         rounds=rounds, oracle_dataset=oracle_dataset, oracle_dir=oracle_dir,
-        oracle_opts=[*student_opts, "MODEL.WEIGHTS", os.path.join(teacher_dir, "model_final.pth"),
-                     "DATASETS.TRAIN", str((oracle_dataset,)), "XPM.PSEUDO_LABELS_FILE", ""],
-        labels_gt_dataset=all_class_dataset(student_cfg, args.oracle_dataset, required=False),
+        oracle_opts=[*student_opts, "MODEL.WEIGHTS", teacher_weights, "DATASETS.TRAIN", str((oracle_dataset,)), "XPM.PSEUDO_LABELS_FILE", ""],
+        labels_gt_dataset=all_classes,
         grounding_config=grounding_config, grounding_dir=grounding_dir, grounding_weights=grounding_weights,
         grounding_opts=[*common, *args.grounding_opts],
         teacher_config=teacher_config, student_config=student_config, output=output, teacher_dir=teacher_dir,
         labels_dir=labels_dir, student_dir=student_dir, teacher_opts=teacher_opts, teacher_train_opts=teacher_train_opts,
         student_opts=student_opts,
-        teacher_cfg=teacher_cfg, teacher_weights=os.path.join(teacher_dir, "model_final.pth"),
+        teacher_cfg=teacher_cfg, teacher_weights=teacher_weights,
         pseudo_labels=os.path.join(labels_dir, "pseudo_labels.json"),
         # the student starts from the teacher and trains on its labels
-        student_common=[*student_opts, "MODEL.WEIGHTS", os.path.join(teacher_dir, "model_final.pth"),
+        student_common=[*student_opts, "MODEL.WEIGHTS", teacher_weights,
                         "XPM.PSEUDO_LABELS_FILE", os.path.join(labels_dir, "pseudo_labels.json")],
     )
 
