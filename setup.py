@@ -30,5 +30,5 @@ setup(
         "pyyaml",
     ],
     # onnx / onnxruntime: tools/export_model.py --format onnx and its check
-    extras_require={"dev": ["pytest", "hypothesis", "onnx", "onnxruntime"], "export": ["onnx", "onnxruntime"]},
+    extras_require={"dev": ["pytest", "pytest-xdist", "hypothesis", "onnx", "onnxruntime"], "export": ["onnx", "onnxruntime"]},
 )

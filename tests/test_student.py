@@ -138,8 +138,45 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
                     self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1], scores), torch.tensor([1, pseudo[0], pseudo[1], 1, pseudo[2]])),
                                     (weighting, iteration))
 
+    def test_weights_relative_to_each_class_running_mean(self):
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHTING": "class_probability_relative",
+                                                            "MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS": 0, "MODEL.XPM.STUDENT.CLASS_MEAN_MOMENTUM": 0.5}))
+        heads = model.roi_heads
+
+        def scores_for(rows):  # (row, class, probability of that class; the rest on background)
+            scores = torch.full((len(rows), 9), -30.0)
+            for row, column, probability in rows:
+                scores[row, column] = np.log(probability)
+                if column != 8:
+                    scores[row, 8] = np.log(1 - probability)
+            return scores
+
+        # batch 1: class 6 has two pseudo objects, one on two proposals (0.5 and 0.25: 0.375), one
+        # at 0.125, so its mean is 0.25; class 5 has one at 0.8
+        p0 = Instances((10, 10), gt_classes=torch.tensor([2, 6, 6, 8]), gt_pseudo=torch.tensor([False, True, True, True]),
+                       gt_object=torch.tensor([0, 1, 1, 1]))
+        p1 = Instances((10, 10), gt_classes=torch.tensor([6, 5]), gt_pseudo=torch.tensor([True, True]), gt_object=torch.tensor([0, 1]))
+        scores = scores_for([(0, 2, 0.9), (1, 6, 0.5), (2, 6, 0.25), (3, 8, 1.0), (4, 6, 0.125), (5, 5, 0.8)])
+        with EventStorage():
+            self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1], scores), torch.tensor([1, 1.5, 1.5, 1, 0.5, 1.0])))
+            means = heads.class_signal_means
+            self.assertAlmostEqual(means[6].item(), 0.25, places=5)
+            self.assertAlmostEqual(means[5].item(), 0.8, places=5)
+            self.assertEqual(int(torch.isfinite(means).sum()), 2)  # the other classes not seen yet
+            # batch 2: class 6 at 0.75 moves its mean half way (momentum 0.5) to 0.5: weight 1.5, capped at 1.2
+            heads.relative_weight_max = 1.2
+            weights = heads.proposal_weights([p1], scores_for([(0, 6, 0.75), (1, 5, 0.8)]))
+            self.assertTrue(torch.allclose(weights, torch.tensor([1.2, 1.0])))
+            self.assertAlmostEqual(heads.class_signal_means[6].item(), 0.5, places=5)
+            # a batch without pseudo objects leaves the means alone
+            before = heads.class_signal_means.clone()
+            heads.proposal_weights([Instances((10, 10), gt_classes=torch.tensor([2]), gt_pseudo=torch.tensor([False]))], scores_for([(0, 2, 0.9)]))
+            self.assertTrue(torch.equal(torch.isfinite(before), torch.isfinite(heads.class_signal_means)))
+            self.assertTrue(torch.equal(before[torch.isfinite(before)], heads.class_signal_means[torch.isfinite(before)]))
+
     def test_a_training_step_with_each_new_weighting(self):
-        for weighting in ("agreement", "class_probability", "agreement_probability"):
+        for weighting in ("agreement", "class_probability", "agreement_probability", "class_probability_relative",
+                          "agreement_probability_relative"):
             torch.manual_seed(0)
             model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHTING": weighting, "MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS": 0}))
             model.train()
@@ -148,7 +185,8 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
                 self.assertTrue(all(torch.isfinite(v) for v in losses.values()), weighting)
                 sum(losses.values()).backward()
                 weight = storage.latest()["noise_aware/pseudo_box_weight"][0]
-            self.assertTrue(0 <= weight <= 1, (weighting, weight))  # a mean of IoUs / probabilities
+            # a mean of IoUs / probabilities; relative ones capped at RELATIVE_WEIGHT_MAX
+            self.assertTrue(0 <= weight <= (2 if weighting.endswith("_relative") else 1), (weighting, weight))
             self.assertGreater(model.roi_heads.box_predictor.projection.weight.grad.abs().sum().item(), 0)
 
     def test_plain_bce_ablation_and_frozen_backbone(self):

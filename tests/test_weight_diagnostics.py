@@ -11,8 +11,8 @@ import torch
 from pycocotools import mask as mask_util
 
 from tests.helpers import make_shapes, requires_detectron2, run_script, write_shape_embeddings
-from xpseudo.evaluation.weight_diagnostics import auroc, right_objects
-from xpseudo.losses.noise_aware import mask_agreement, signal_loss_weights
+from xpseudo.evaluation.weight_diagnostics import auroc, relative_to_class_mean, right_objects
+from xpseudo.losses.noise_aware import class_relative_signal, class_signal_sums, mask_agreement, signal_loss_weights, updated_class_means
 
 
 def pairwise_auroc(scores, positive):
@@ -72,6 +72,26 @@ class TestSignalWeights(unittest.TestCase):
         self.assertTrue(torch.allclose(signal_loss_weights(signal, objects), torch.tensor([0.4, 0.4, 0.9])))
         self.assertTrue(torch.allclose(signal_loss_weights(signal, objects, warmup=0.0), torch.ones(3)))
         self.assertTrue(torch.allclose(signal_loss_weights(signal, None, warmup=0.5), torch.tensor([0.6, 0.8, 0.95])))
+
+    def test_class_means_running_and_relative(self):
+        means = torch.full((3,), float("nan"))
+        sums = class_signal_sums(torch.tensor([0.2, 0.6, 0.9]), torch.tensor([0, 0, 2]), 3)
+        self.assertTrue(torch.allclose(sums, torch.tensor([[0.8, 0.0, 0.9], [2.0, 0.0, 1.0]])))
+        means = updated_class_means(means, sums, momentum=0.75)  # first sight sets the mean
+        self.assertTrue(torch.allclose(means[[0, 2]], torch.tensor([0.4, 0.9])))
+        self.assertTrue(torch.isnan(means[1]))
+        means = updated_class_means(means, class_signal_sums(torch.tensor([0.8]), torch.tensor([0]), 3), momentum=0.75)
+        self.assertAlmostEqual(means[0].item(), 0.75 * 0.4 + 0.25 * 0.8, places=6)
+        self.assertAlmostEqual(means[2].item(), 0.9, places=6)
+        # over its class mean, capped; 1 for an unseen class or a zero mean
+        means = torch.tensor([0.5, float("nan"), 0.0])
+        relative = class_relative_signal(torch.tensor([0.25, 0.9, 0.3, 0.1]), torch.tensor([0, 0, 1, 2]), means, max_weight=1.5)
+        self.assertTrue(torch.allclose(relative, torch.tensor([0.5, 1.5, 1.0, 1.0])))
+
+    def test_relative_to_class_mean_keeps_the_order_within_each_class(self):
+        values = np.array([0.1, 0.3, 0.02, 0.06, 0.0, 0.0])
+        classes = np.array(["a", "a", "b", "b", "c", "c"])
+        self.assertTrue(np.allclose(relative_to_class_mean(values, classes), [0.5, 1.5, 0.5, 1.5, 1.0, 1.0]))
 
 
 @requires_detectron2

@@ -1,5 +1,6 @@
 """Test driver: tools/train_net.py's training, then every process saves its own copy of the
-model's parameters and buffers to DUMP/rank<R>.pth, so a test can compare the processes.
+model's parameters and buffers to DUMP/rank<R>.pth (and the buffers a checkpoint leaves out to
+DUMP/rank<R>_unsaved.pth), so a test can compare the processes.
 
     python -m tests.train_and_dump_weights --dump DIR --num-gpus 2 --config-file CFG KEY VALUE ...
 """
@@ -19,8 +20,11 @@ def train_and_dump(args, dump: str):
     trainer = XPMTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     trainer.train()
-    state = {k: v.detach().cpu() for k, v in unwrap(trainer.model).state_dict().items()}
+    model = unwrap(trainer.model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, os.path.join(dump, f"rank{comm.get_rank()}.pth"))
+    unsaved = {k: v.detach().cpu() for k, v in model.named_buffers() if k not in state}
+    torch.save(unsaved, os.path.join(dump, f"rank{comm.get_rank()}_unsaved.pth"))
 
 
 if __name__ == "__main__":

@@ -101,12 +101,18 @@ def add_xpseudo_config(cfg):
     # re-weighting of pseudo objects' classification and box losses by their mask uncertainty:
     # "object" (WEIGHT_SCALE / the object's mean sigma), "batch" (WEIGHT_SCALE / the batch's mean
     # sigma; the authors' release, with WEIGHT_SCALE 0.01), "agreement" (the IoU of the student's
-    # mask with the pseudo mask), "class_probability", "agreement_probability" or "none"
+    # mask with the pseudo mask), "class_probability", "agreement_probability", the last two
+    # relative to their class's running mean ("class_probability_relative",
+    # "agreement_probability_relative"), or "none"
     cfg.MODEL.XPM.STUDENT.WEIGHTING = "object"
     cfg.MODEL.XPM.STUDENT.WEIGHT_SCALE = 0.5
     # "agreement", "class_probability", "agreement_probability": the weight is the student's own
     # view of each pseudo object (docs/DESIGN.md), blended in from 1 over these iterations
     cfg.MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS = 200
+    # "*_relative": momentum of each class's running mean signal, and the largest weight an object
+    # gets relative to that mean
+    cfg.MODEL.XPM.STUDENT.CLASS_MEAN_MOMENTUM = 0.9
+    cfg.MODEL.XPM.STUDENT.RELATIVE_WEIGHT_MAX = 2.0
     # extra factor on every pseudo object's classification and box losses
     cfg.MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT = 1.0
     # the authors freeze the backbone and the RPN in this stage

@@ -83,6 +83,7 @@ def student_weight_report(config_file: str, opts: Sequence[str], pseudo_path: st
     signals = {k: np.concatenate(v) for k, v in signals.items()}
     right = np.concatenate(right)
     names = np.array(names)
+    signals["class"] = names
     splits = {"all": np.ones(len(names), dtype=bool), "base": np.isin(names, split.base), "novel": np.isin(names, split.novel)}
     table = weight_auroc_table(signals, right, splits)
     counts = {s: [int(right[m].sum()), int((~right[m]).sum())] for s, m in splits.items()}

@@ -6,8 +6,24 @@ import numpy as np
 from pycocotools import mask as mask_util
 from scipy.stats import rankdata
 
-# candidate weights: (name, how it is made from the signals and the pseudo label's own confidence);
-# larger must mean "more likely right" (so the loss enters negated)
+
+def relative_to_class_mean(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Each value over the mean value of its class's objects: what a class-relative weight
+    (``WEIGHTING *_relative``) gives once its running class means have settled. Within a class it
+    ranks objects as the value does; across classes it no longer favours the classes the student
+    already knows. A class whose mean is 0 gets 1 for each of its objects."""
+    values, classes = np.asarray(values, dtype=np.float64), np.asarray(classes)
+    out = np.ones_like(values)
+    for c in np.unique(classes):
+        mine = classes == c
+        mean = values[mine].mean()
+        if mean > 0:
+            out[mine] = values[mine] / mean
+    return out
+
+
+# candidate weights: (name, how it is made from the signals, the pseudo label's own confidence and
+# each object's class); larger must mean "more likely right" (so the loss enters negated)
 CANDIDATES = (
     ("1 / mean sigma", lambda s: s["inverse_sigma"]),
     ("teacher confidence", lambda s: s["teacher_confidence"]),
@@ -16,6 +32,8 @@ CANDIDATES = (
     ("-mask loss", lambda s: -s["mask_loss"]),
     ("agreement x probability", lambda s: s["mask_agreement"] * s["class_probability"]),
     ("agreement x confidence", lambda s: s["mask_agreement"] * s["teacher_confidence"]),
+    ("probability / class mean", lambda s: relative_to_class_mean(s["class_probability"], s["class"])),
+    ("agreement x probability / class mean", lambda s: relative_to_class_mean(s["mask_agreement"] * s["class_probability"], s["class"])),
 )
 
 
@@ -62,8 +80,8 @@ def format_auroc_table(table: Dict[str, Dict[str, float]], counts: Dict[str, Lis
     """The table as text: one row per candidate, one column per split, and each split's right /
     wrong object counts."""
     splits = list(counts)
-    lines = [f"{'weight':<26}" + "".join(f"{s:>10}" for s in splits)]
+    lines = [f"{'weight':<38}" + "".join(f"{s:>10}" for s in splits)]
     for name, values in table.items():
-        lines.append(f"{name:<26}" + "".join(f"{values[s]:>10.3f}" for s in splits))
-    lines.append(f"{'objects right / wrong':<26}" + "".join(f"{f'{r}/{w}':>10}" for r, w in (counts[s] for s in splits)))
+        lines.append(f"{name:<38}" + "".join(f"{values[s]:>10.3f}" for s in splits))
+    lines.append(f"{'objects right / wrong':<38}" + "".join(f"{f'{r}/{w}':>10}" for r, w in (counts[s] for s in splits)))
     return "\n".join(lines)

@@ -17,8 +17,10 @@ import torch.nn.functional as F
 
 WEIGHTINGS = ("object", "batch")
 # weights from the student's own view of each pseudo object rather than from sigma: how well its
-# mask agrees with the pseudo mask, the probability it gives the pseudo class, or their product
-SIGNAL_WEIGHTINGS = ("agreement", "class_probability", "agreement_probability")
+# mask agrees with the pseudo mask, the probability it gives the pseudo class, their product, or
+# ("_relative") the probability or the product over its running mean for the object's class
+SIGNAL_WEIGHTINGS = ("agreement", "class_probability", "agreement_probability",
+                     "class_probability_relative", "agreement_probability_relative")
 
 
 def sigma_from_log_variance(log_variance: torch.Tensor) -> torch.Tensor:
@@ -65,12 +67,18 @@ def pseudo_loss_weights(
         return mean_sigma.new_zeros(0)
     if mode == "batch":
         return (scale / mean_sigma.mean()).expand(mean_sigma.shape[0]).clone()
-    if objects is None:
-        return scale / mean_sigma
+    return scale / object_means(mean_sigma, objects)
+
+
+def object_means(values: torch.Tensor, objects: Optional[torch.Tensor]) -> torch.Tensor:
+    """Each instance's value replaced by the mean over the instances of its object (``objects``:
+    each instance's object id; None: every instance its own object)."""
+    if objects is None or values.numel() == 0:
+        return values
     ids, inverse = torch.unique(objects, return_inverse=True)
-    sums = mean_sigma.new_zeros(len(ids)).index_add_(0, inverse, mean_sigma)
-    counts = mean_sigma.new_zeros(len(ids)).index_add_(0, inverse, torch.ones_like(mean_sigma))
-    return scale / (sums / counts)[inverse]
+    sums = values.new_zeros(len(ids)).index_add_(0, inverse, values)
+    counts = values.new_zeros(len(ids)).index_add_(0, inverse, torch.ones_like(values))
+    return (sums / counts)[inverse]
 
 
 def mask_agreement(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -84,18 +92,44 @@ def mask_agreement(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def signal_loss_weights(signal: torch.Tensor, objects: Optional[torch.Tensor] = None, warmup: float = 1.0) -> torch.Tensor:
-    """Weights for N pseudo instances from a per-instance signal in [0, 1] (``mask_agreement``, a
-    class probability, or their product): the mean signal over each object's instances
-    (``objects``: their object ids; None: every instance its own), blended with 1 by ``warmup`` in
-    [0, 1] -- ``1 - warmup + warmup * signal`` -- so the first iterations, when the student's view
-    is still the teacher's, do not weight everything down. Detached."""
+    """Weights for N pseudo instances from a per-instance signal (``mask_agreement``, a class
+    probability, their product, or one of these relative to its class mean): the mean signal over
+    each object's instances (``objects``: their object ids; None: every instance its own), blended
+    with 1 by ``warmup`` in [0, 1] -- ``1 - warmup + warmup * signal`` -- so the first iterations,
+    when the student's view is still the teacher's, do not weight everything down. Detached."""
     signal = signal.detach()
     if signal.numel() == 0:
         return signal.new_zeros(0)
-    if objects is not None:
-        ids, inverse = torch.unique(objects, return_inverse=True)
-        sums = signal.new_zeros(len(ids)).index_add_(0, inverse, signal)
-        counts = signal.new_zeros(len(ids)).index_add_(0, inverse, torch.ones_like(signal))
-        signal = (sums / counts)[inverse]
+    signal = object_means(signal, objects)
     warmup = min(max(float(warmup), 0.0), 1.0)
     return 1.0 - warmup + warmup * signal
+
+
+def class_signal_sums(signal: torch.Tensor, classes: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """2 x num_classes: the sum of ``signal`` over the objects of each class and their count (one
+    entry per object), to be summed over processes before ``updated_class_means``."""
+    sums = signal.new_zeros(2, num_classes)
+    sums[0].index_add_(0, classes, signal.detach())
+    sums[1].index_add_(0, classes, torch.ones_like(signal))
+    return sums
+
+
+def updated_class_means(means: torch.Tensor, sums: torch.Tensor, momentum: float) -> torch.Tensor:
+    """Running mean signal per class: ``momentum * old + (1 - momentum) * this batch's mean`` for
+    the classes in the batch (``sums`` from ``class_signal_sums``); a class's first batch sets its
+    mean; NaN marks a class not seen yet."""
+    seen = sums[1] > 0
+    batch = sums[0] / sums[1].clamp(min=1)
+    fresh = seen & torch.isnan(means)
+    blended = momentum * means + (1 - momentum) * batch
+    return torch.where(fresh, batch, torch.where(seen, blended, means))
+
+
+def class_relative_signal(signal: torch.Tensor, classes: torch.Tensor, means: torch.Tensor, max_weight: float) -> torch.Tensor:
+    """``signal`` over its class's running mean, at most ``max_weight``: a class the student has
+    not learned yet (its probabilities all near 0) still gets a mean weight of about 1, and within
+    a class the objects the student believes weigh more. 1 where the mean is unknown or 0."""
+    mean = means[classes]
+    usable = torch.isfinite(mean) & (mean > 0)
+    relative = torch.where(usable, signal.detach() / torch.where(usable, mean, torch.ones_like(mean)), torch.ones_like(signal))
+    return relative.clamp(max=max_weight)

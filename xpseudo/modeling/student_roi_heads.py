@@ -6,10 +6,20 @@ from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling import ROI_HEADS_REGISTRY
 from detectron2.structures import Instances
+from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from fvcore.nn import smooth_l1_loss
 
-from xpseudo.losses.noise_aware import SIGNAL_WEIGHTINGS, WEIGHTINGS, pseudo_loss_weights, signal_loss_weights
+from xpseudo.losses.noise_aware import (
+    SIGNAL_WEIGHTINGS,
+    WEIGHTINGS,
+    class_relative_signal,
+    class_signal_sums,
+    object_means,
+    pseudo_loss_weights,
+    signal_loss_weights,
+    updated_class_means,
+)
 
 from .roi_heads import OpenVocabROIHeads
 
@@ -25,13 +35,16 @@ class StudentROIHeads(OpenVocabROIHeads):
     "object" / "batch", w from sigma (``xpseudo.losses.pseudo_loss_weights``); "agreement", the
     IoU of the student's mask with the pseudo mask on the object's proposals; "class_probability",
     the student's (detached) probability of the pseudo class there; "agreement_probability", their
-    product -- these three blended with 1 over the first ``weight_warmup_iters`` iterations
-    (``xpseudo.losses.signal_loss_weights``); "none": w = 1.
+    product; "class_probability_relative" / "agreement_probability_relative", the probability or
+    the product over its running mean among pseudo objects of the same class (``class_momentum``,
+    summed over all processes each iteration; at most ``relative_weight_max``) -- these blended
+    with 1 over the first ``weight_warmup_iters`` iterations (``xpseudo.losses.signal_loss_weights``);
+    "none": w = 1.
     Ground-truth and background proposals keep weight 1. Inference is OpenVocabROIHeads'."""
 
     @configurable
     def __init__(self, *, weighting: str = "object", weight_scale: float = 1.0, pseudo_weight: float = 1.0, weight_warmup_iters: int = 0,
-                 **kwargs):
+                 class_momentum: float = 0.9, relative_weight_max: float = 2.0, **kwargs):
         super().__init__(**kwargs)
         if weighting not in WEIGHTING_CHOICES:
             raise ValueError(f"MODEL.XPM.STUDENT.WEIGHTING must be one of {WEIGHTING_CHOICES}, got {weighting!r}")
@@ -42,13 +55,22 @@ class StudentROIHeads(OpenVocabROIHeads):
         if weight_warmup_iters < 0:
             raise ValueError(f"MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS must be >= 0, got {weight_warmup_iters}")
         self.weight_warmup_iters = weight_warmup_iters
+        if not 0 <= class_momentum < 1:
+            raise ValueError(f"MODEL.XPM.STUDENT.CLASS_MEAN_MOMENTUM must be in [0, 1), got {class_momentum}")
+        if relative_weight_max < 1:
+            raise ValueError(f"MODEL.XPM.STUDENT.RELATIVE_WEIGHT_MAX must be >= 1, got {relative_weight_max}")
+        self.class_momentum, self.relative_weight_max = class_momentum, relative_weight_max
+        # running mean signal per class for the "_relative" weightings (NaN: not seen yet); not
+        # saved with the model: after a resume it is rebuilt within a few iterations
+        self.register_buffer("class_signal_means", torch.full((self.num_classes,), float("nan")), persistent=False)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
         ret = super().from_config(cfg, input_shape)
         student = cfg.MODEL.XPM.STUDENT
         ret.update(weighting=student.WEIGHTING, weight_scale=student.WEIGHT_SCALE, pseudo_weight=student.PSEUDO_LOSS_WEIGHT,
-                   weight_warmup_iters=student.WEIGHT_WARMUP_ITERS)
+                   weight_warmup_iters=student.WEIGHT_WARMUP_ITERS, class_momentum=student.CLASS_MEAN_MOMENTUM,
+                   relative_weight_max=student.RELATIVE_WEIGHT_MAX)
         return ret
 
     def forward(self, images, features, proposals, targets=None):
@@ -82,12 +104,15 @@ class StudentROIHeads(OpenVocabROIHeads):
     def proposal_weights(self, proposals: List[Instances], scores: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One loss weight per sampled proposal (see the class docstring); ``scores``: the box
         predictor's class logits of the proposals (for "class_probability")."""
-        weights = torch.ones(sum(len(p) for p in proposals), device=self.box_predictor.projection.weight.device)
-        if not proposals:
-            return weights
-        gt_classes = cat([p.gt_classes for p in proposals])
-        pseudo = cat([_field(p, "gt_pseudo", torch.bool) for p in proposals]) & (gt_classes >= 0) & (gt_classes != self.num_classes)
+        device = self.box_predictor.projection.weight.device
+        weights = torch.ones(sum(len(p) for p in proposals), device=device)
+        relative = self.weighting.endswith("_relative")
+        gt_classes = cat([p.gt_classes for p in proposals]) if proposals else torch.zeros(0, dtype=torch.long, device=device)
+        pseudo = (cat([_field(p, "gt_pseudo", torch.bool) for p in proposals]) if proposals else gt_classes.bool()) & (gt_classes >= 0) & (
+            gt_classes != self.num_classes)
         if not pseudo.any():
+            if relative:  # every process joins the class means' reduction, with or without pseudo objects
+                self._update_class_means(weights[:0], gt_classes[:0])
             return weights
         if self.weighting == "none":
             weights[pseudo] = self.pseudo_weight
@@ -101,16 +126,31 @@ class StudentROIHeads(OpenVocabROIHeads):
                 weights[pseudo] = self.pseudo_weight * pseudo_loss_weights(sigma[pseudo], objects[pseudo], self.weighting, self.weight_scale)
             else:
                 signal = torch.ones_like(weights[pseudo])
-                if self.weighting in ("agreement", "agreement_probability"):
+                if self.weighting.startswith("agreement"):
                     signal = signal * cat([p.mask_agreement for p in proposals])[pseudo]
-                if self.weighting in ("class_probability", "agreement_probability"):
+                if "probability" in self.weighting:
                     probabilities = torch.softmax(scores.detach()[pseudo], dim=1)
                     signal = signal * probabilities.gather(1, gt_classes[pseudo, None])[:, 0]
+                signal = object_means(signal, objects[pseudo])
+                if relative:
+                    first = _first_of_each(objects[pseudo])  # one entry per object in the class means
+                    self._update_class_means(signal[first], gt_classes[pseudo][first])
+                    signal = class_relative_signal(signal, gt_classes[pseudo], self.class_signal_means, self.relative_weight_max)
                 iteration = get_event_storage().iter
                 warmup = 1.0 if self.weight_warmup_iters == 0 else min(iteration / self.weight_warmup_iters, 1.0)
-                weights[pseudo] = self.pseudo_weight * signal_loss_weights(signal, objects[pseudo], warmup)
+                weights[pseudo] = self.pseudo_weight * signal_loss_weights(signal, None, warmup)
         get_event_storage().put_scalar("noise_aware/pseudo_box_weight", weights[pseudo].mean().item())
         return weights
+
+    def _update_class_means(self, signal: torch.Tensor, classes: torch.Tensor) -> None:
+        """Fold one signal per pseudo object of this process's batch into the running class means,
+        summed over processes so that every process weights alike."""
+        if self.class_signal_means.numel() != self.num_classes:  # the vocabulary changed
+            self.class_signal_means = torch.full((self.num_classes,), float("nan"), device=self.class_signal_means.device)
+        sums = class_signal_sums(signal, classes, self.num_classes)
+        if comm.get_world_size() > 1:
+            torch.distributed.all_reduce(sums)
+        self.class_signal_means = updated_class_means(self.class_signal_means, sums, self.class_momentum)
 
     def _weighted_box_losses(self, features: Dict[str, torch.Tensor], proposals: List[Instances]) -> Dict[str, torch.Tensor]:
         pooled = self.box_pooler([features[f] for f in self.box_in_features], [x.proposal_boxes for x in proposals])
@@ -136,3 +176,10 @@ def _field(proposals: Instances, name: str, dtype) -> torch.Tensor:
     if proposals.has(name):
         return proposals.get(name)
     return torch.zeros(len(proposals), dtype=dtype, device=proposals.gt_classes.device)
+
+
+def _first_of_each(ids: torch.Tensor) -> torch.Tensor:
+    """Index of the first occurrence of each distinct id."""
+    unique, inverse = torch.unique(ids, return_inverse=True)
+    positions = torch.arange(len(ids), device=ids.device)
+    return torch.full((len(unique),), len(ids), device=ids.device, dtype=torch.long).scatter_reduce_(0, inverse, positions, reduce="amin")
