@@ -97,7 +97,7 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
         self.assertFalse(torch.equal(other[2], other[3]))  # the rest keeps training
 
     def test_pseudo_proposal_weights(self):
-        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHT_SCALE": 0.5}))
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHTING": "object", "MODEL.XPM.STUDENT.WEIGHT_SCALE": 0.5}))
         heads = model.roi_heads
         # image 0: proposals on GT object 0, pseudo object 1 (twice: sigma 1 and 3), background
         # image 1: pseudo object 0 (sigma 4)

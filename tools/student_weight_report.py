@@ -2,8 +2,9 @@
 """Which per-object weight tells a student's right pseudo objects from its wrong ones? For a trained
 student and the pseudo-label file it learned from: each pseudo object is right when its mask
 overlaps a ground-truth object of its class by IoU >= 0.5; each candidate weight (1 / mean sigma,
-the teacher's confidence, the student's mask agreement, class probability, mask loss and
-products) gets its AUROC at telling right from wrong, for all, base and novel objects.
+the teacher's confidence, the student's mask agreement, class probability, mask loss, products,
+and the probability and a product over their class's mean) gets its AUROC at telling right from
+wrong, for all, base and novel objects.
 
     python tools/student_weight_report.py --config-file configs/shapes/xpm_student_R18_FPN.yaml \\
         --pseudo out/pseudo_labels/pseudo_labels.json \\
