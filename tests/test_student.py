@@ -174,6 +174,12 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
             self.assertTrue(torch.equal(torch.isfinite(before), torch.isfinite(heads.class_signal_means)))
             self.assertTrue(torch.equal(before[torch.isfinite(before)], heads.class_signal_means[torch.isfinite(before)]))
 
+    def test_bad_relative_weight_settings_name_their_key(self):
+        for key, value, message in (("MODEL.XPM.STUDENT.CLASS_MEAN_MOMENTUM", 1.0, r"CLASS_MEAN_MOMENTUM must be in \[0, 1\), got 1.0"),
+                                    ("MODEL.XPM.STUDENT.RELATIVE_WEIGHT_MAX", 0.5, "RELATIVE_WEIGHT_MAX must be >= 1, got 0.5")):
+            with self.assertRaisesRegex(ValueError, message):
+                build_model(student_cfg(self.embeddings, **{key: value}))
+
     def test_a_training_step_with_each_new_weighting(self):
         for weighting in ("agreement", "class_probability", "agreement_probability", "class_probability_relative",
                           "agreement_probability_relative"):
