@@ -108,8 +108,8 @@ class StudentROIHeads(OpenVocabROIHeads):
         weights = torch.ones(sum(len(p) for p in proposals), device=device)
         relative = self.weighting.endswith("_relative")
         gt_classes = cat([p.gt_classes for p in proposals]) if proposals else torch.zeros(0, dtype=torch.long, device=device)
-        pseudo = (cat([_field(p, "gt_pseudo", torch.bool) for p in proposals]) if proposals else gt_classes.bool()) & (gt_classes >= 0) & (
-            gt_classes != self.num_classes)
+        flagged = cat([_field(p, "gt_pseudo", torch.bool) for p in proposals]) if proposals else gt_classes.bool()
+        pseudo = flagged & (gt_classes >= 0) & (gt_classes != self.num_classes)
         if not pseudo.any():
             if relative:  # every process joins the class means' reduction, with or without pseudo objects
                 self._update_class_means(weights[:0], gt_classes[:0])
