@@ -195,6 +195,45 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
             self.assertTrue(0 <= weight <= (2 if weighting.endswith("_relative") else 1), (weighting, weight))
             self.assertGreater(model.roi_heads.box_predictor.projection.weight.grad.abs().sum().item(), 0)
 
+    def test_weighted_mask_loss_by_hand(self):
+        # image 0: GT object (loss 0.4), pseudo object on two proposals (1.0, 2.0), background;
+        # image 1: pseudo object (3.0); weights 1, 0.5, 0.5, 1, 0.25
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS": True}))
+        heads = model.roi_heads
+        own = torch.tensor([0.4, 1.0, 2.0, float("nan"), 3.0], requires_grad=True)
+        p0 = Instances((10, 10), gt_classes=torch.tensor([2, 6, 6, 8]), gt_pseudo=torch.tensor([False, True, True, True]), mask_instance_loss=own[:4])
+        p1 = Instances((10, 10), gt_classes=torch.tensor([5]), gt_pseudo=torch.tensor([True]), mask_instance_loss=own[4:])
+        weights = torch.tensor([1, 0.5, 0.5, 1, 0.25])
+        unweighted = torch.tensor(7.0, requires_grad=True)
+        loss = heads._weighted_mask_loss(unweighted, [p0, p1], weights)
+        self.assertAlmostEqual(loss.item(), (0.4 + 0.5 + 1.0 + 0.75) / 4, places=6)  # MASK_LOSS_MEANS "all"
+        loss.backward()
+        self.assertTrue(torch.allclose(own.grad, torch.tensor([0.25, 0.125, 0.125, 0, 0.0625])))
+        self.assertEqual(unweighted.grad.item(), 0)  # kept in the graph, with weight 0
+        heads.mask_head.mask_loss_means = "per_source"  # pseudo mean + GT mean
+        self.assertAlmostEqual(heads._weighted_mask_loss(unweighted, [p0, p1], weights).item(), (0.5 + 1.0 + 0.75) / 3 + 0.4, places=6)
+
+    def test_a_training_step_with_the_weighted_mask_loss(self):
+        losses = {}
+        for weight_mask_loss, pseudo_weight in ((False, 1.0), (True, 1.0), (True, 0.0)):
+            torch.manual_seed(0)
+            model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHTING": "none", "MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT": pseudo_weight,
+                                                                "MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS": weight_mask_loss}))
+            model.train()
+            torch.manual_seed(1)  # the same images, sampled proposals and noise each time
+            with EventStorage():
+                step = model(self.batch())
+                sum(step.values()).backward()
+            losses[(weight_mask_loss, pseudo_weight)] = step["loss_mask"].item()
+            # the sigma branch stays in the graph (DDP) even where pseudo objects weigh 0
+            self.assertTrue(all(p.grad is not None for p in model.roi_heads.mask_head.sigma.parameters()))
+        self.assertAlmostEqual(losses[(True, 1.0)], losses[(False, 1.0)], places=5)  # weight 1: the plain loss
+        self.assertLess(losses[(True, 0.0)], losses[(False, 1.0)])  # GT-only terms, over all instances
+
+    def test_weighted_mask_loss_needs_the_noise_aware_head(self):
+        with self.assertRaisesRegex(ValueError, "WEIGHT_MASK_LOSS needs MODEL.ROI_MASK_HEAD.NAME 'NoiseAwareMaskHead'"):
+            build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS": True, "MODEL.ROI_MASK_HEAD.NAME": "MaskRCNNConvUpsampleHead"}))
+
     def test_plain_bce_ablation_and_frozen_backbone(self):
         model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.NOISE_AWARE": False,
                                                             "MODEL.XPM.STUDENT.FREEZE_BACKBONE": True, "MODEL.XPM.STUDENT.FREEZE_RPN": True}))

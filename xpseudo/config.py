@@ -113,6 +113,9 @@ def add_xpseudo_config(cfg):
     # gets relative to that mean
     cfg.MODEL.XPM.STUDENT.CLASS_MEAN_MOMENTUM = 0.9
     cfg.MODEL.XPM.STUDENT.RELATIVE_WEIGHT_MAX = 2.0
+    # True: each pseudo object's weight (WEIGHTING) also scales its mask loss, not only its class
+    # and box losses
+    cfg.MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS = False
     # extra factor on every pseudo object's classification and box losses
     cfg.MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT = 1.0
     # the authors freeze the backbone and the RPN in this stage

@@ -34,8 +34,9 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
     (``xpseudo.losses.noise_aware``), "bce", "confidence_guided" (pixels in the pseudo label's
     ``gt_uncertain`` band are ignored) or "response_scaling". Each instance's mean sigma is stored
     as ``mask_sigma`` on its proposal for the re-weighting of the box losses (without the
-    noise-aware loss sigma is never trained: the same for every instance), and the IoU of its
-    predicted mask with its target as ``mask_agreement``.
+    noise-aware loss sigma is never trained: the same for every instance), the IoU of its
+    predicted mask with its target as ``mask_agreement``, and its own loss (in the graph) as
+    ``mask_instance_loss``, so the ROI heads can weight it (``reduce_instance_losses``).
 
     With ``prototype_weight`` > 0 the mask features (after the deconvolution) are also contrasted
     with one prototype per training class and one for background (``loss_prototype``;
@@ -176,18 +177,24 @@ class NoiseAwareMaskHead(MaskRCNNConvUpsampleHead):
         sigma = sigma_from_log_variance(log_variance.detach()).flatten(1).mean(1)
         agreement = mask_agreement(logits, masks)
         start = 0
-        for image in instances:  # each proposal's mean sigma and mask agreement, for the box-loss weights
+        for image in instances:  # each proposal's mean sigma, mask agreement and loss, for the per-object weights
             image.mask_sigma = sigma[start : start + len(image)]
             image.mask_agreement = agreement[start : start + len(image)]
+            image.mask_instance_loss = per_instance[start : start + len(image)]
             start += len(image)
         storage = get_event_storage()
         if pseudo.any():
             storage.put_scalar("noise_aware/pseudo_sigma", sigma[pseudo].mean().item())
         if (~pseudo).any():
             storage.put_scalar("noise_aware/gt_sigma", sigma[~pseudo].mean().item())
+        return self.reduce_instance_losses(per_instance, pseudo) + in_graph
+
+    def reduce_instance_losses(self, per_instance: torch.Tensor, pseudo: torch.Tensor) -> torch.Tensor:
+        """The batch's mask loss from N per-instance losses, as ``mask_loss_means`` says (without
+        ``loss_weight``)."""
         if self.mask_loss_means == "per_source":  # the authors' two passes: one mean each, summed
-            return sum(per_instance[part].mean() for part in (pseudo, ~pseudo) if part.any()) + in_graph
-        return per_instance.mean() + in_graph
+            return sum(per_instance[part].mean() for part in (pseudo, ~pseudo) if part.any())
+        return per_instance.mean()
 
     def _pseudo_mask_loss(self, logits, log_variance, targets, uncertain, banded) -> torch.Tensor:
         if self.mask_loss == "noise_aware":

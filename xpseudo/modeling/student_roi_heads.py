@@ -39,12 +39,12 @@ class StudentROIHeads(OpenVocabROIHeads):
     the product over its running mean among pseudo objects of the same class (``class_momentum``,
     summed over all processes each iteration; at most ``relative_weight_max``) -- these blended
     with 1 over the first ``weight_warmup_iters`` iterations (``xpseudo.losses.signal_loss_weights``);
-    "none": w = 1.
+    "none": w = 1. With ``weight_mask_loss`` the same w also scales the pseudo object's mask loss.
     Ground-truth and background proposals keep weight 1. Inference is OpenVocabROIHeads'."""
 
     @configurable
     def __init__(self, *, weighting: str = "object", weight_scale: float = 1.0, pseudo_weight: float = 1.0, weight_warmup_iters: int = 0,
-                 class_momentum: float = 0.9, relative_weight_max: float = 2.0, **kwargs):
+                 class_momentum: float = 0.9, relative_weight_max: float = 2.0, weight_mask_loss: bool = False, **kwargs):
         super().__init__(**kwargs)
         if weighting not in WEIGHTING_CHOICES:
             raise ValueError(f"MODEL.XPM.STUDENT.WEIGHTING must be one of {WEIGHTING_CHOICES}, got {weighting!r}")
@@ -60,6 +60,9 @@ class StudentROIHeads(OpenVocabROIHeads):
         if relative_weight_max < 1:
             raise ValueError(f"MODEL.XPM.STUDENT.RELATIVE_WEIGHT_MAX must be >= 1, got {relative_weight_max}")
         self.class_momentum, self.relative_weight_max = class_momentum, relative_weight_max
+        if weight_mask_loss and not hasattr(getattr(self, "mask_head", None), "reduce_instance_losses"):
+            raise ValueError("MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS needs MODEL.ROI_MASK_HEAD.NAME 'NoiseAwareMaskHead'")
+        self.weight_mask_loss = weight_mask_loss
         # running mean signal per class for the "_relative" weightings (NaN: not seen yet); not
         # saved with the model: after a resume it is rebuilt within a few iterations
         self.register_buffer("class_signal_means", torch.full((self.num_classes,), float("nan")), persistent=False)
@@ -70,7 +73,7 @@ class StudentROIHeads(OpenVocabROIHeads):
         student = cfg.MODEL.XPM.STUDENT
         ret.update(weighting=student.WEIGHTING, weight_scale=student.WEIGHT_SCALE, pseudo_weight=student.PSEUDO_LOSS_WEIGHT,
                    weight_warmup_iters=student.WEIGHT_WARMUP_ITERS, class_momentum=student.CLASS_MEAN_MOMENTUM,
-                   relative_weight_max=student.RELATIVE_WEIGHT_MAX)
+                   relative_weight_max=student.RELATIVE_WEIGHT_MAX, weight_mask_loss=student.WEIGHT_MASK_LOSS)
         return ret
 
     def forward(self, images, features, proposals, targets=None):
@@ -83,23 +86,42 @@ class StudentROIHeads(OpenVocabROIHeads):
         proposals = self.label_and_sample_proposals(proposals, targets)
         del targets
         losses = self._forward_student_mask(features, proposals)
-        losses.update(self._weighted_box_losses(features, proposals))
+        box_losses, weights = self._weighted_box_losses(features, proposals)
+        losses.update(box_losses)
+        if self.weight_mask_loss:
+            losses["loss_mask"] = self._weighted_mask_loss(losses["loss_mask"], proposals, weights)
         return proposals, losses
 
     def _forward_student_mask(self, features: Dict[str, torch.Tensor], proposals: List[Instances]) -> Dict[str, torch.Tensor]:
-        """Mask losses on the foreground proposals; their ``mask_sigma`` is copied back onto
-        ``proposals`` (NaN for background)."""
+        """Mask losses on the foreground proposals; their ``mask_sigma``, ``mask_agreement`` and
+        ``mask_instance_loss`` are copied back onto ``proposals`` (NaN for background)."""
         foreground = [(p.gt_classes >= 0) & (p.gt_classes != self.num_classes) for p in proposals]
         instances = [p[f] for p, f in zip(proposals, foreground)]
         pooled = self.mask_pooler([features[f] for f in self.mask_in_features], [x.proposal_boxes for x in instances])
         losses = self.mask_head(pooled, instances)
         for p, f, x in zip(proposals, foreground, instances):
-            for name in ("mask_sigma", "mask_agreement"):
-                values = torch.full((len(p),), float("nan"), device=p.gt_classes.device)
+            for name in ("mask_sigma", "mask_agreement", "mask_instance_loss"):
                 if x.has(name):
-                    values[f] = x.get(name)
-                p.set(name, values)
+                    values = torch.full((len(p),), float("nan"), device=p.gt_classes.device, dtype=x.get(name).dtype)
+                    p.set(name, values.index_put((f,), x.get(name)))  # out of place: the losses keep their graph
+                elif name != "mask_instance_loss":
+                    p.set(name, torch.full((len(p),), float("nan"), device=p.gt_classes.device))
         return losses
+
+    def _weighted_mask_loss(self, loss_mask: torch.Tensor, proposals: List[Instances], weights: torch.Tensor) -> torch.Tensor:
+        """The mask loss again, each foreground proposal's own loss times its weight (1 for ground
+        truth), reduced as the mask head reduces it; ``loss_mask`` (the unweighted one) stays in the
+        graph with weight 0, so every parameter it reached still gets a gradient under DDP."""
+        if not any(p.has("mask_instance_loss") for p in proposals):
+            return loss_mask  # no foreground proposal in this batch
+        gt_classes = cat([p.gt_classes for p in proposals])
+        foreground = (gt_classes >= 0) & (gt_classes != self.num_classes)
+        if not foreground.any():
+            return loss_mask
+        per_instance = cat([p.mask_instance_loss for p in proposals])[foreground]
+        pseudo = cat([_field(p, "gt_pseudo", torch.bool) for p in proposals])[foreground]
+        head = self.mask_head
+        return head.reduce_instance_losses(per_instance * weights[foreground], pseudo) * head.loss_weight + loss_mask * 0
 
     def proposal_weights(self, proposals: List[Instances], scores: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One loss weight per sampled proposal (see the class docstring); ``scores``: the box
@@ -140,7 +162,7 @@ class StudentROIHeads(OpenVocabROIHeads):
                 warmup = 1.0 if self.weight_warmup_iters == 0 else min(iteration / self.weight_warmup_iters, 1.0)
                 weights[pseudo] = self.pseudo_weight * signal_loss_weights(signal, None, warmup)
         get_event_storage().put_scalar("noise_aware/pseudo_box_weight", weights[pseudo].mean().item())
-        return weights
+        return weights.detach()
 
     def _update_class_means(self, signal: torch.Tensor, classes: torch.Tensor) -> None:
         """Fold one signal per pseudo object of this process's batch into the running class means,
@@ -152,7 +174,8 @@ class StudentROIHeads(OpenVocabROIHeads):
             torch.distributed.all_reduce(sums)
         self.class_signal_means = updated_class_means(self.class_signal_means, sums, self.class_momentum)
 
-    def _weighted_box_losses(self, features: Dict[str, torch.Tensor], proposals: List[Instances]) -> Dict[str, torch.Tensor]:
+    def _weighted_box_losses(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """The classification and box losses, and the per-proposal weights they used."""
         pooled = self.box_pooler([features[f] for f in self.box_in_features], [x.proposal_boxes for x in proposals])
         scores, deltas = self.box_predictor(self.box_head(pooled))
         del pooled
@@ -168,7 +191,8 @@ class StudentROIHeads(OpenVocabROIHeads):
         per_box = smooth_l1_loss(deltas[foreground], target_deltas, predictor.smooth_l1_beta, reduction="none").sum(1)
         loss_box_reg = (per_box * weights[foreground]).sum() / num
         weight = predictor.loss_weight
-        return {"loss_cls": loss_cls * weight.get("loss_cls", 1.0), "loss_box_reg": loss_box_reg * weight.get("loss_box_reg", 1.0)}
+        losses = {"loss_cls": loss_cls * weight.get("loss_cls", 1.0), "loss_box_reg": loss_box_reg * weight.get("loss_box_reg", 1.0)}
+        return losses, weights
 
 
 def _field(proposals: Instances, name: str, dtype) -> torch.Tensor:
