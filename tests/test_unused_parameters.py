@@ -43,7 +43,8 @@ class TestEveryParameterInTheGraph(RegisteredShapes, unittest.TestCase):
             "mixed": [image_with([0, 6], [False, True]), image_with([], [])],
         }
         for options in ({}, {"MODEL.XPM.STUDENT.FREEZE_BACKBONE": True, "MODEL.XPM.STUDENT.FREEZE_RPN": True},
-                        {"MODEL.XPM.STUDENT.NOISE_AWARE": False}, {"MODEL.XPM.STUDENT.WEIGHTING": "batch"}):
+                        {"MODEL.XPM.STUDENT.NOISE_AWARE": False}, {"MODEL.XPM.STUDENT.WEIGHTING": "batch"},
+                        {"MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS": True}):
             model = build_model(student_cfg(self.embeddings, **options))
             for what, batch in batches.items():
                 with self.subTest(options=options, batch=what):
