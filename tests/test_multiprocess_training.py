@@ -141,9 +141,10 @@ class TestMultiProcessTraining(unittest.TestCase):
 
     def test_a_later_round_labeled_by_a_student_and_weighted_by_its_own_view_keeps_the_processes_identical(self):
         """run_pipeline.py --rounds: a student's model labels the captions (its mask head also
-        gives sigma), and the next student weights pseudo objects by mask agreement x class
-        probability over its class's running mean, blended in over 2 iterations; the class means
-        are summed over the processes, so both hold the same."""
+        gives sigma), and the next student weights pseudo objects as the default does, by mask
+        agreement x class probability over its class's running mean (blended in over 2
+        iterations here), and weights their mask losses too; the class means are summed over the
+        processes, so both hold the same."""
         import json
 
         labels = os.path.join(self.tmp.name, "round2_labels")
@@ -154,7 +155,7 @@ class TestMultiProcessTraining(unittest.TestCase):
         out, dump = os.path.join(self.tmp.name, "round2_student"), os.path.join(self.tmp.name, "round2_student_ranks")
         self.train("--num-gpus", "2", "--config-file", STUDENT, "--dump", dump, *self.opts, "MODEL.WEIGHTS", self.weights,
                    "XPM.PSEUDO_LABELS_FILE", os.path.join(labels, "pseudo_labels.json"),
-                   "MODEL.XPM.STUDENT.WEIGHTING", "agreement_probability_relative", "MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS", "2",
+                   "MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS", "2", "MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS", "True",
                    "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()", "OUTPUT_DIR", out)
         self.assert_same_parameters(self.load_ranks(dump), os.path.join(out, "model_final.pth"))
         means = [self.torch.load(os.path.join(dump, f"rank{r}_unsaved.pth"))["roi_heads.class_signal_means"] for r in range(2)]
@@ -166,7 +167,7 @@ class TestMultiProcessTraining(unittest.TestCase):
         with open(os.path.join(out, "metrics.json")) as f:
             weights = [json.loads(line).get("noise_aware/pseudo_box_weight") for line in f if line.strip()]
         weights = [w for w in weights if w is not None]
-        self.assertTrue(weights and all(0 < w <= 2 for w in weights), weights)  # relative to the class means, capped at 2
+        self.assertTrue(weights and all(0 < w <= 4 for w in weights), weights)  # PSEUDO_LOSS_WEIGHT 2 x relative, capped at 2
 
     def test_student_with_prototype_contrast_and_confidence_guided_loss_keeps_the_processes_identical(self):
         """The prototypes are per-process buffers (no broadcast): their update sums over processes."""

@@ -134,6 +134,8 @@ class TestPaperFamilyConfigs(unittest.TestCase):
         self.assertEqual(teacher.XPM.PSEUDO_LABELS.IMAGES, "annotated")  # row 11
         self.assertEqual(student.MODEL.XPM.STUDENT.MASK_LOSS_MEANS, "per_source")  # row 12
         self.assertFalse(student.MODEL.XPM.FREEZE_PROJECTION)  # their student trains the projection again
+        noise = student.MODEL.XPM.STUDENT  # row 16: one noise sample, 0.01 / the batch's mean sigma, no extra factor
+        self.assertEqual((noise.NUM_SAMPLES, noise.WEIGHTING, noise.WEIGHT_SCALE, noise.PSEUDO_LOSS_WEIGHT), (1, "batch", 0.01, 1.0))
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
         self.assertFalse(torch.equal(other[2], other[3]))  # the rest keeps training
 
     def test_pseudo_proposal_weights(self):
-        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHTING": "object", "MODEL.XPM.STUDENT.WEIGHT_SCALE": 0.5}))
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHTING": "object", "MODEL.XPM.STUDENT.WEIGHT_SCALE": 0.5,
+                                                            "MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT": 1.0}))
         heads = model.roi_heads
         # image 0: proposals on GT object 0, pseudo object 1 (twice: sigma 1 and 3), background
         # image 1: pseudo object 0 (sigma 4)
@@ -113,7 +114,7 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
             self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1]), torch.tensor([1, 0.3, 0.3, 1, 0.3])))
 
     def test_weights_from_the_students_own_view(self):
-        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS": 100}))
+        model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS": 100, "MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT": 1.0}))
         heads = model.roi_heads
         # pseudo object 1 of image 0 on two proposals (agreement 0.2 and 0.6), pseudo object 0 of image 1 (0.9)
         p0 = Instances((10, 10), gt_classes=torch.tensor([2, 6, 6, 8]), gt_pseudo=torch.tensor([False, True, True, True]),
@@ -142,6 +143,7 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
         model = build_model(student_cfg(self.embeddings, **{"MODEL.XPM.STUDENT.WEIGHTING": "class_probability_relative",
                                                             "MODEL.XPM.STUDENT.WEIGHT_WARMUP_ITERS": 0, "MODEL.XPM.STUDENT.CLASS_MEAN_MOMENTUM": 0.5}))
         heads = model.roi_heads
+        self.assertEqual(heads.pseudo_weight, 2.0)  # the default PSEUDO_LOSS_WEIGHT scales every relative weight
 
         def scores_for(rows):  # (row, class, probability of that class; the rest on background)
             scores = torch.full((len(rows), 9), -30.0)
@@ -158,15 +160,15 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
         p1 = Instances((10, 10), gt_classes=torch.tensor([6, 5]), gt_pseudo=torch.tensor([True, True]), gt_object=torch.tensor([0, 1]))
         scores = scores_for([(0, 2, 0.9), (1, 6, 0.5), (2, 6, 0.25), (3, 8, 1.0), (4, 6, 0.125), (5, 5, 0.8)])
         with EventStorage():
-            self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1], scores), torch.tensor([1, 1.5, 1.5, 1, 0.5, 1.0])))
+            self.assertTrue(torch.allclose(heads.proposal_weights([p0, p1], scores), torch.tensor([1, 3.0, 3.0, 1, 1.0, 2.0])))
             means = heads.class_signal_means
             self.assertAlmostEqual(means[6].item(), 0.25, places=5)
             self.assertAlmostEqual(means[5].item(), 0.8, places=5)
             self.assertEqual(int(torch.isfinite(means).sum()), 2)  # the other classes not seen yet
-            # batch 2: class 6 at 0.75 moves its mean half way (momentum 0.5) to 0.5: weight 1.5, capped at 1.2
+            # batch 2: class 6 at 0.75 moves its mean half way (momentum 0.5) to 0.5: 1.5, capped at 1.2
             heads.relative_weight_max = 1.2
             weights = heads.proposal_weights([p1], scores_for([(0, 6, 0.75), (1, 5, 0.8)]))
-            self.assertTrue(torch.allclose(weights, torch.tensor([1.2, 1.0])))
+            self.assertTrue(torch.allclose(weights, torch.tensor([2.4, 2.0])))
             self.assertAlmostEqual(heads.class_signal_means[6].item(), 0.5, places=5)
             # a batch without pseudo objects leaves the means alone
             before = heads.class_signal_means.clone()
@@ -191,8 +193,8 @@ class TestXPMStudent(RegisteredShapes, unittest.TestCase):
                 self.assertTrue(all(torch.isfinite(v) for v in losses.values()), weighting)
                 sum(losses.values()).backward()
                 weight = storage.latest()["noise_aware/pseudo_box_weight"][0]
-            # a mean of IoUs / probabilities; relative ones capped at RELATIVE_WEIGHT_MAX
-            self.assertTrue(0 <= weight <= (2 if weighting.endswith("_relative") else 1), (weighting, weight))
+            # PSEUDO_LOSS_WEIGHT (2) x a mean of IoUs / probabilities; relative ones capped at RELATIVE_WEIGHT_MAX (2)
+            self.assertTrue(0 <= weight <= 2 * (2 if weighting.endswith("_relative") else 1), (weighting, weight))
             self.assertGreater(model.roi_heads.box_predictor.projection.weight.grad.abs().sum().item(), 0)
 
     def test_weighted_mask_loss_by_hand(self):

@@ -103,8 +103,8 @@ def add_xpseudo_config(cfg):
     # sigma; the authors' release, with WEIGHT_SCALE 0.01), "agreement" (the IoU of the student's
     # mask with the pseudo mask), "class_probability", "agreement_probability", the last two
     # relative to their class's running mean ("class_probability_relative",
-    # "agreement_probability_relative"), or "none"
-    cfg.MODEL.XPM.STUDENT.WEIGHTING = "object"
+    # "agreement_probability_relative", the default: docs/ABLATIONS.md, section K), or "none"
+    cfg.MODEL.XPM.STUDENT.WEIGHTING = "agreement_probability_relative"
     cfg.MODEL.XPM.STUDENT.WEIGHT_SCALE = 0.5
     # "agreement", "class_probability", "agreement_probability": the weight is the student's own
     # view of each pseudo object (docs/DESIGN.md), blended in from 1 over these iterations
@@ -116,8 +116,10 @@ def add_xpseudo_config(cfg):
     # True: each pseudo object's weight (WEIGHTING) also scales its mask loss, not only its class
     # and box losses
     cfg.MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS = False
-    # extra factor on every pseudo object's classification and box losses
-    cfg.MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT = 1.0
+    # factor on every pseudo object's weight: 2 puts the relative weights (mean about 1) at the
+    # scale "object" gives pseudo objects on shapes (0.5 / sigma: 1.4 rising to 2.7); with
+    # "object" or the authors' "batch", 1 keeps their own scale
+    cfg.MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT = 2.0
     # the authors freeze the backbone and the RPN in this stage
     cfg.MODEL.XPM.STUDENT.FREEZE_BACKBONE = False
     cfg.MODEL.XPM.STUDENT.FREEZE_RPN = False
