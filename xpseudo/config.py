@@ -117,7 +117,7 @@ def add_xpseudo_config(cfg):
     # and box losses
     cfg.MODEL.XPM.STUDENT.WEIGHT_MASK_LOSS = False
     # factor on every pseudo object's weight: 2 puts the relative weights (mean about 1) at the
-    # scale "object" gives pseudo objects on shapes (0.5 / sigma: 1.4 rising to 2.7); with
+    # scale "object" gives pseudo objects on shapes (0.5 / sigma: 1.4 rising to 2.5-3.2); with
     # "object" or the authors' "batch", 1 keeps their own scale
     cfg.MODEL.XPM.STUDENT.PSEUDO_LOSS_WEIGHT = 2.0
     # the authors freeze the backbone and the RPN in this stage
