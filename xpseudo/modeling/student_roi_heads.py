@@ -94,18 +94,17 @@ class StudentROIHeads(OpenVocabROIHeads):
 
     def _forward_student_mask(self, features: Dict[str, torch.Tensor], proposals: List[Instances]) -> Dict[str, torch.Tensor]:
         """Mask losses on the foreground proposals; their ``mask_sigma``, ``mask_agreement`` and
-        ``mask_instance_loss`` are copied back onto ``proposals`` (NaN for background)."""
+        ``mask_instance_loss`` are copied back onto ``proposals`` (NaN for background; none of
+        them when the batch has no foreground proposal)."""
         foreground = [(p.gt_classes >= 0) & (p.gt_classes != self.num_classes) for p in proposals]
         instances = [p[f] for p, f in zip(proposals, foreground)]
         pooled = self.mask_pooler([features[f] for f in self.mask_in_features], [x.proposal_boxes for x in instances])
         losses = self.mask_head(pooled, instances)
         for p, f, x in zip(proposals, foreground, instances):
             for name in ("mask_sigma", "mask_agreement", "mask_instance_loss"):
-                if x.has(name):
+                if x.has(name):  # out of place: the loss keeps its graph
                     values = torch.full((len(p),), float("nan"), device=p.gt_classes.device, dtype=x.get(name).dtype)
-                    p.set(name, values.index_put((f,), x.get(name)))  # out of place: the losses keep their graph
-                elif name != "mask_instance_loss":
-                    p.set(name, torch.full((len(p),), float("nan"), device=p.gt_classes.device))
+                    p.set(name, values.index_put((f,), x.get(name)))
         return losses
 
     def _weighted_mask_loss(self, loss_mask: torch.Tensor, proposals: List[Instances], weights: torch.Tensor) -> torch.Tensor:
