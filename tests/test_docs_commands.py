@@ -16,12 +16,25 @@ DOCS = [os.path.join(REPO, "README.md"), *sorted(glob.glob(os.path.join(REPO, "d
 COMMAND = re.compile(r"^\s*python3? ((?:tools|datasets|projects/\w+)/\w+\.py)\b(.*)$")
 # option values that are lists of overrides in run_pipeline.py
 OVERRIDE_LISTS = ("opts", "grounding_opts", "teacher_opts", "student_opts")
+# a bash array defined in a code block (NAME=(...)), and one used as "${NAME[@]}"
+ARRAY_DEFINITION = re.compile(r"^\s*(\w+)=\((.*)\)\s*$")
+ARRAY_USE = re.compile(r"^\$\{(\w+)\[@\]\}$")
+
+
+def expand_arrays(arguments, arrays):
+    """Arguments with each "${NAME[@]}" of a known array replaced by its elements."""
+    expanded = []
+    for argument in arguments:
+        use = ARRAY_USE.match(argument)
+        expanded.extend(arrays[use.group(1)] if use and use.group(1) in arrays else [argument])
+    return expanded
 
 
 def doc_commands(path):
     """(line number, script, argument list) of each command line in the file's code blocks; lines
-    continued with a backslash are joined; "# comments" and "[...]" optional parts are dropped."""
-    found, in_code, pending, start = [], False, "", 0
+    continued with a backslash are joined; "# comments" and "[...]" optional parts are dropped;
+    bash arrays defined in an earlier code block of the file are expanded."""
+    found, in_code, pending, start, arrays = [], False, "", 0, {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
             if line.lstrip().startswith("```"):
@@ -36,10 +49,13 @@ def doc_commands(path):
                 pending += text.rstrip()[:-1] + " "
                 continue
             text, pending = pending + text, ""
+            definition = ARRAY_DEFINITION.match(text)
+            if definition:
+                arrays[definition.group(1)] = expand_arrays(shlex.split(definition.group(2)), arrays)
             match = COMMAND.match(text)
             if match:
                 arguments = re.sub(r"\s+#.*$", "", match.group(2))
-                found.append((start, match.group(1), shlex.split(arguments)))
+                found.append((start, match.group(1), expand_arrays(shlex.split(arguments), arrays)))
     return found
 
 
@@ -127,6 +143,18 @@ class TestDocsCommands(unittest.TestCase):
             self.assertIn("MODEL.MADE_UP", check_command("tools/run_pipeline.py", ["--config-dir", "d", "--output", "o", "--teacher-opts",
                                                                                     "MODEL.MADE_UP", "1"], self.cfg))
             self.assertIn("does not exist", check_command("tools/made_up.py", [], self.cfg))
+
+    def test_a_made_up_key_inside_a_bash_array_is_caught(self):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".md") as doc:
+            doc.write('```bash\nGOOD=(SOLVER.MAX_ITER 2)\nBAD=("${GOOD[@]}" MODEL.MADE_UP 1)\n```\n\n```bash\n'
+                      'python tools/run_pipeline.py --config-dir d --output o --student-opts "${BAD[@]}"\n```\n')
+            doc.flush()
+            [(number, script, arguments)] = doc_commands(doc.name)
+        self.assertEqual((number, arguments[-4:]), (7, ["SOLVER.MAX_ITER", "2", "MODEL.MADE_UP", "1"]))
+        with mock.patch("sys.stdout"), mock.patch("sys.stderr"):
+            self.assertIn("MODEL.MADE_UP", check_command(script, arguments, self.cfg))
 
 
 if __name__ == "__main__":
