@@ -115,8 +115,6 @@ class StudentROIHeads(OpenVocabROIHeads):
             return loss_mask  # no foreground proposal in this batch
         gt_classes = cat([p.gt_classes for p in proposals])
         foreground = (gt_classes >= 0) & (gt_classes != self.num_classes)
-        if not foreground.any():
-            return loss_mask
         per_instance = cat([p.mask_instance_loss for p in proposals])[foreground]
         pseudo = cat([_field(p, "gt_pseudo", torch.bool) for p in proposals])[foreground]
         head = self.mask_head
